@@ -1,0 +1,62 @@
+# Sourced by scripts/run and scripts/check: find Python 3.13, then make sure .venv
+# exists and holds exactly what requirements-dev.txt (and requirements.txt) pin.
+# Honours PYTHON=/path/to/python3.13 when set.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+is_py313() {
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 13) else 1)' >/dev/null 2>&1
+}
+
+find_python() {
+    if [ -n "${PYTHON:-}" ]; then
+        if is_py313 "$PYTHON"; then echo "$PYTHON"; return 0; fi
+        echo "error: PYTHON=$PYTHON is not a working Python 3.13" >&2
+        return 1
+    fi
+    local candidate
+    for candidate in python3.13 python3 python; do
+        if command -v "$candidate" >/dev/null 2>&1 && is_py313 "$candidate"; then
+            command -v "$candidate"; return 0
+        fi
+    done
+    # pyenv installs that are not the selected version: the shim refuses them,
+    # so look for the interpreter itself.
+    local pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}"
+    for candidate in "$pyenv_root"/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13 /opt/python*/bin/python3.13; do
+        if [ -x "$candidate" ] && is_py313 "$candidate"; then echo "$candidate"; return 0; fi
+    done
+    if command -v uv >/dev/null 2>&1; then
+        candidate="$(uv python find 3.13 2>/dev/null || true)"
+        if [ -n "$candidate" ] && is_py313 "$candidate"; then echo "$candidate"; return 0; fi
+    fi
+    echo "error: Python 3.13 not found. Install it (e.g. 'pyenv install 3.13') or set PYTHON=/path/to/python3.13" >&2
+    return 1
+}
+
+# pip, minus the warnings some machines print for every package about missing
+# local index folders; pip's own exit status is kept.
+pip_quiet() {
+    "$VENV/bin/python" -m pip --quiet --disable-pip-version-check "$@" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+}
+
+ensure_venv() {
+    local python stamp wanted
+    if [ ! -x "$VENV/bin/python" ] || ! is_py313 "$VENV/bin/python"; then
+        python="$(find_python)"
+        echo "==> creating .venv with $python ($("$python" --version))" >&2
+        rm -rf "$VENV"
+        "$python" -m venv "$VENV"
+    fi
+    stamp="$VENV/.requirements.sha256"
+    wanted="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+        echo "==> installing requirements into .venv" >&2
+        pip_quiet install --upgrade pip
+        pip_quiet install -r "$ROOT/requirements-dev.txt"
+        echo "$wanted" >"$stamp"
+    fi
+}
