@@ -1,0 +1,99 @@
+"""The app's one error hierarchy.
+
+Every error the app raises on purpose derives from `DurableAgentError`, carries a stable
+`code` (what went wrong, machine-readable) and says whether trying again can help
+(`retryable`). HTTP handlers map them to problem details; the orchestration records them on
+failed turns.
+"""
+
+from __future__ import annotations
+
+
+class DurableAgentError(Exception):
+    """Root of every error this app raises deliberately."""
+
+    code: str = "error"
+    retryable: bool = False
+    http_status: int = 500
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ConfigurationError(DurableAgentError):
+    """A setting is missing or invalid; fix the configuration, then retry."""
+
+    code = "configuration_error"
+    http_status = 500
+
+
+class ModelNotConfiguredError(ConfigurationError):
+    """No model provider is configured at all."""
+
+    code = "model_not_configured"
+
+
+class InvalidInputError(DurableAgentError):
+    """A request or payload is malformed; the caller must change it."""
+
+    code = "invalid_input"
+    http_status = 400
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body or field is larger than allowed."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class NotFoundError(DurableAgentError):
+    """The thread (or message) does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class ConflictError(DurableAgentError):
+    """The request clashes with current state (id in use, thread not running)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class ModelCallError(DurableAgentError):
+    """A call to the model failed. `retryable` says whether the failure was transient."""
+
+    code = "model_error"
+    http_status = 502
+
+
+class ModelRejectedError(ModelCallError):
+    """The model endpoint rejected the request (400, 401, 403, 404): retrying cannot help."""
+
+    code = "model_rejected"
+    retryable = False
+
+
+class ContentFilteredError(ModelRejectedError):
+    """The provider's content filter refused the prompt or the completion."""
+
+    code = "content_filtered"
+
+
+class ModelUnavailableError(ModelCallError):
+    """The model stayed unavailable (429, 5xx, timeouts) through every retry."""
+
+    code = "model_unavailable"
+    retryable = True
+
+
+class BackendUnavailableError(DurableAgentError):
+    """The Durable Task backend could not be reached; retry later."""
+
+    code = "backend_unavailable"
+    retryable = True
+    http_status = 503

@@ -1,0 +1,95 @@
+"""The model port: what a turn sends to a chat model and what comes back.
+
+`ModelClient` is a Protocol so the activity can be tested with a scripted fake, and the
+real implementation (openai SDK, Azure OpenAI or any compatible endpoint) lives in
+`agent.openai_model`. Requests and replies are plain dataclasses that round-trip through
+JSON dicts, the form Durable Functions carries between orchestration and activity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from agent.errors import InvalidInputError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChatMessage:
+        role, content = data.get("role"), data.get("content")
+        if role not in ROLES or not isinstance(content, str):
+            raise InvalidInputError(f"chat message needs role in {ROLES} and string content, got {data!r:.200}")
+        return cls(role=role, content=content)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Input of the `call_model` activity."""
+
+    thread_id: str
+    turn: int
+    messages: list[ChatMessage]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelRequest:
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidInputError("model request needs a non-empty 'messages' list")
+        return cls(
+            thread_id=str(data.get("thread_id", "")),
+            turn=int(data.get("turn", 0)),
+            messages=[ChatMessage.from_dict(m) for m in messages],
+        )
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """Output of the `call_model` activity."""
+
+    content: str
+    model: str
+    finish_reason: str
+    latency_ms: int
+    usage: Usage = field(default_factory=Usage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelReply:
+        usage = data.get("usage") or {}
+        return cls(
+            content=str(data["content"]),
+            model=str(data.get("model", "")),
+            finish_reason=str(data.get("finish_reason", "")),
+            latency_ms=int(data.get("latency_ms", 0)),
+            usage=Usage(
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                total_tokens=int(usage.get("total_tokens", 0)),
+            ),
+        )
+
+
+class ModelClient(Protocol):
+    """Sends one chat completion; raises `ModelCallError` subclasses on failure."""
+
+    def complete(self, messages: list[ChatMessage]) -> ModelReply: ...
