@@ -1,0 +1,1 @@
+"""Fakes for tests: stand-ins that speak the real protocols (e.g. a scripted model server)."""
