@@ -97,3 +97,26 @@ class BackendUnavailableError(DurableAgentError):
     code = "backend_unavailable"
     retryable = True
     http_status = 503
+
+
+def error_for_failure(error_type: str, message: str) -> tuple[str, bool]:
+    """Recover (code, retryable) from a failed task's reported type and message.
+
+    Locally the failure carries the Python class name; the Functions host may wrap it in
+    its own exception type with the Python class named in the message, so both are read.
+    """
+    known: dict[str, type[DurableAgentError]] = {}
+    pending: list[type[DurableAgentError]] = [DurableAgentError]
+    while pending:
+        cls = pending.pop()
+        known[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    short_type = error_type.rsplit(".", 1)[-1]
+    if short_type in known:
+        found = known[short_type]
+        return found.code, found.retryable
+    # Longest names first so "ModelCallError" does not shadow "ModelRejectedError".
+    for name in sorted(known, key=len, reverse=True):
+        if name in message:
+            return known[name].code, known[name].retryable
+    return ModelCallError.code, False

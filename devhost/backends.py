@@ -1,0 +1,152 @@
+"""The seam between devhost and the Durable Task backend it drives work from.
+
+A backend is anything that serves the TaskHubSidecarService gRPC protocol at an address:
+the persistent SQLite task hub (default), durabletask's in-memory reference backend, or
+an external sidecar (the Durable Task Scheduler emulator, or Azure DTS itself) named by a
+connection string or a host:port.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import grpc
+
+from devhost.connection import SchedulerConnection, parse_backend_address
+
+
+class Backend(Protocol):
+    """A running TaskHubSidecarService that devhost's workers and clients connect to."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]: ...
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class MemoryBackend:
+    """durabletask's in-memory reference backend, in-process; everything is lost on exit."""
+
+    _port: int = 0
+    _server: object | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def description(self) -> str:
+        return f"in-memory reference backend at {self.address} (state is lost on exit)"
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        return None
+
+    def start(self) -> None:
+        from durabletask.testing import create_test_backend
+
+        self._port = free_port()
+        self._server = create_test_backend(port=self._port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=1)  # type: ignore[attr-defined]
+            self._server = None
+
+
+@dataclass
+class SqliteBackend:
+    """devhost's persistent task hub: one SQLite file, survives crashes and restarts."""
+
+    db_path: Path
+    durability: Literal["full", "normal"] = "normal"
+    _hub: object | None = None
+
+    @property
+    def address(self) -> str:
+        return str(getattr(self._hub, "address", ""))
+
+    @property
+    def description(self) -> str:
+        return f"SQLite task hub {self.db_path} ({self.durability} durability) at {self.address}"
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        return None
+
+    def start(self) -> None:
+        from devhost.sqlite_hub import SqliteSidecar
+
+        hub = SqliteSidecar(self.db_path, durability=self.durability)
+        hub.start()
+        self._hub = hub
+
+    def stop(self) -> None:
+        if self._hub is not None:
+            self._hub.stop(grace=1)  # type: ignore[attr-defined]
+            self._hub = None
+
+
+@dataclass
+class ExternalBackend:
+    """A sidecar devhost does not own: host:port, or a DTS connection string."""
+
+    connection: SchedulerConnection
+    _started: bool = field(default=False)
+
+    @property
+    def address(self) -> str:
+        return self.connection.address
+
+    @property
+    def description(self) -> str:
+        return f"external backend {self.connection.describe()}"
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.connection.metadata()
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        return self.connection.channel_credentials()
+
+    def start(self) -> None:
+        self._started = True
+
+    def stop(self) -> None:
+        self._started = False
+
+
+def make_backend(spec: str, *, db_path: Path, durability: Literal["full", "normal"]) -> Backend:
+    """`sqlite`, `memory`, `host:port`, or a DTS connection string (`Endpoint=...;TaskHub=...`)."""
+    if spec == "sqlite":
+        return SqliteBackend(db_path=db_path, durability=durability)
+    if spec == "memory":
+        return MemoryBackend()
+    return ExternalBackend(parse_backend_address(spec))

@@ -1,0 +1,63 @@
+"""JSON responses and RFC 9457 problem details for the HTTP API.
+
+`handle_errors` wraps every handler: a `DurableAgentError` becomes a problem response
+with its status and message; anything unexpected is logged with its traceback and
+becomes a 500 whose detail never exposes internals.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+import azure.functions as func
+
+from agent.errors import DurableAgentError
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_TYPE_BASE = "https://github.com/durable-agent/durable-agent/blob/main/README.md#errors"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, ensure_ascii=False), status_code=status, mimetype="application/json", headers=headers
+    )
+
+
+def problem(status: int, detail: str, *, code: str | None = None, **extra: Any) -> func.HttpResponse:
+    title = HTTPStatus(status).phrase
+    body = {
+        "type": f"{PROBLEM_TYPE_BASE}-{code}" if code else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **({"code": code} if code else {}),
+        **extra,
+    }
+    return func.HttpResponse(
+        json.dumps(body, ensure_ascii=False), status_code=status, mimetype="application/problem+json"
+    )
+
+
+Handler = Callable[..., Awaitable[func.HttpResponse]]
+
+
+def handle_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+        try:
+            return await handler(*args, **kwargs)
+        except DurableAgentError as error:
+            if error.http_status >= 500:
+                logger.warning("%s failed: %s", handler.__name__, error.message)
+            return problem(error.http_status, error.message, code=error.code)
+        except Exception:
+            logger.exception("%s failed unexpectedly", handler.__name__)
+            return problem(500, "The server hit an unexpected error; see the host log for details.", code="internal")
+
+    return wrapper
