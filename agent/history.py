@@ -56,7 +56,9 @@ class AppendResult:
         return {"seq": self.seq, "duplicate": self.duplicate}
 
 
-def init(state: HistoryState, *, system_prompt: str, metadata: Mapping[str, Any], created_at: str) -> HistoryState:
+def init(
+    state: HistoryState, *, system_prompt: str, metadata: Mapping[str, Any], created_at: str
+) -> HistoryState:
     """Set a new thread's metadata and system prompt; a no-op once the thread has entries."""
     if state.entries or state.created_at is not None:
         return state

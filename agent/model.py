@@ -26,7 +26,9 @@ class ChatMessage:
     def from_dict(cls, data: Mapping[str, Any]) -> ChatMessage:
         role, content = data.get("role"), data.get("content")
         if role not in ROLES or not isinstance(content, str):
-            raise InvalidInputError(f"chat message needs role in {ROLES} and string content, got {data!r:.200}")
+            raise InvalidInputError(
+                f"chat message needs role in {ROLES} and string content, got {data!r:.200}"
+            )
         return cls(role=role, content=content)
 
 

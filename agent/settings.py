@@ -120,7 +120,9 @@ def _model_settings(env: Mapping[str, str]) -> AzureOpenAISettings | OpenAICompa
         endpoint = _text(env, "AZURE_OPENAI_ENDPOINT")
         deployment = _text(env, "AZURE_OPENAI_DEPLOYMENT")
         missing = [
-            n for n, v in (("AZURE_OPENAI_ENDPOINT", endpoint), ("AZURE_OPENAI_DEPLOYMENT", deployment)) if not v
+            n
+            for n, v in (("AZURE_OPENAI_ENDPOINT", endpoint), ("AZURE_OPENAI_DEPLOYMENT", deployment))
+            if not v
         ]
         if missing or endpoint is None or deployment is None:
             raise ConfigurationError(f"Azure OpenAI needs {' and '.join(missing)} to be set.")
@@ -154,9 +156,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             max_total_seconds=_number(env, "MODEL_RETRY_MAX_SECONDS", float, 120.0, 0.1, 1800.0),
         ),
         max_output_tokens=(
-            None
-            if max_tokens_raw is None
-            else _number(env, "MODEL_MAX_OUTPUT_TOKENS", int, 0, 1, 1_000_000)
+            None if max_tokens_raw is None else _number(env, "MODEL_MAX_OUTPUT_TOKENS", int, 0, 1, 1_000_000)
         ),
         context_window_bytes=_number(env, "CONTEXT_WINDOW_BYTES", int, 48_000, 1_000, 10_000_000),
         applicationinsights_connection_string=_text(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),

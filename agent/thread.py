@@ -37,7 +37,9 @@ def check_content(value: Any) -> str:
     if size == 0:
         raise InvalidInputError("'content' must not be empty")
     if size > MAX_CONTENT_BYTES:
-        raise PayloadTooLargeError(f"'content' is {size} bytes; the limit is {MAX_CONTENT_BYTES} bytes (32 KiB)")
+        raise PayloadTooLargeError(
+            f"'content' is {size} bytes; the limit is {MAX_CONTENT_BYTES} bytes (32 KiB)"
+        )
     return value
 
 
@@ -102,9 +104,16 @@ class ThreadState:
 
     def after_turn(self, message_id: str, outcome: ThreadStateName) -> ThreadState:
         recent = (*self.recent_ids, message_id)[-RECENT_IDS_KEPT:]
-        return replace(self, turn=self.turn + 1, recent_ids=recent, last_message_id=message_id, last_state=outcome)
+        return replace(
+            self, turn=self.turn + 1, recent_ids=recent, last_message_id=message_id, last_state=outcome
+        )
 
 
 def thread_status(state: ThreadState, current: ThreadStateName, updated_at: str) -> dict[str, Any]:
     """The orchestration's custom status."""
-    return {"state": current, "turn": state.turn, "last_message_id": state.last_message_id, "updated_at": updated_at}
+    return {
+        "state": current,
+        "turn": state.turn,
+        "last_message_id": state.last_message_id,
+        "updated_at": updated_at,
+    }

@@ -15,7 +15,9 @@ from devhost.host import DevHost, HostConfigError, HostOptions
 
 def parse_args(argv: list[str]) -> HostOptions:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
-    parser.add_argument("--app", type=Path, default=Path.cwd(), help="folder holding function_app.py (default: .)")
+    parser.add_argument(
+        "--app", type=Path, default=Path.cwd(), help="folder holding function_app.py (default: .)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071, help="HTTP port (default 7071)")
     parser.add_argument(
@@ -24,11 +26,15 @@ def parse_args(argv: list[str]) -> HostOptions:
         help="sqlite (default, persistent), memory (lost on exit), host:port of a sidecar, "
         "or a connection string such as 'Endpoint=http://localhost:8080;TaskHub=default;Authentication=None'",
     )
-    parser.add_argument("--db", type=Path, default=None, help="SQLite task hub file (default APP/.devhost/taskhub.db)")
+    parser.add_argument(
+        "--db", type=Path, default=None, help="SQLite task hub file (default APP/.devhost/taskhub.db)"
+    )
     parser.add_argument("--durability", choices=("full", "normal"), default="normal", help="SQLite sync mode")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
     return HostOptions(
         app_dir=args.app,
         host=args.host,

@@ -67,14 +67,22 @@ def _index_function(function: func.Function) -> IndexedFunction:
     trigger_dict = trigger.get_dict_repr()
     bindings = function.get_bindings()
     clients = tuple(b.name for b in bindings if b.type == DURABLE_CLIENT)
-    name = function.get_function_name()
+    name = str(function.get_function_name())
     durable_name: str | None = None
     route = None
     methods: tuple[str, ...] = ()
     auth_level = None
     if trigger_type == HTTP_TRIGGER:
         route = str(trigger_dict.get("route") or name)
-        raw_methods = trigger_dict.get("methods") or ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+        raw_methods = trigger_dict.get("methods") or [
+            "GET",
+            "POST",
+            "PUT",
+            "DELETE",
+            "PATCH",
+            "HEAD",
+            "OPTIONS",
+        ]
         methods = tuple(str(_enum_text(m)).upper() for m in raw_methods)
         auth_level = _enum_text(trigger_dict.get("authLevel"))
     elif trigger_type == ORCHESTRATION_TRIGGER:

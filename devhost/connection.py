@@ -63,7 +63,7 @@ class SchedulerConnection:
         return identity.get_bearer_token_provider(credential, DTS_SCOPE)
 
 
-class _TokenAuth(grpc.AuthMetadataPlugin):
+class _TokenAuth(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     def __init__(self, provider: Callable[[], str]) -> None:
         self._provider = provider
 
@@ -91,7 +91,9 @@ def parse_connection_string(text: str) -> SchedulerConnection:
         raise BackendAddressError(f"Endpoint={endpoint!r} must be an http:// or https:// URL")
     auth = fields.get("authentication", "none").lower()
     if auth not in SUPPORTED_AUTH:
-        raise BackendAddressError(f"Authentication={auth!r} is not supported; use one of {', '.join(SUPPORTED_AUTH)}")
+        raise BackendAddressError(
+            f"Authentication={auth!r} is not supported; use one of {', '.join(SUPPORTED_AUTH)}"
+        )
     secure = url.scheme == "https"
     if not secure and auth != "none":
         raise BackendAddressError("token authentication needs an https:// Endpoint")
@@ -111,6 +113,7 @@ def parse_backend_address(spec: str) -> SchedulerConnection:
     host, sep, port = spec.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise BackendAddressError(
-            f"--backend {spec!r} is not 'sqlite', 'memory', host:port, or an Endpoint=...;TaskHub=... connection string"
+            f"--backend {spec!r} is not 'sqlite', 'memory', host:port, "
+            "or an Endpoint=...;TaskHub=... connection string"
         )
     return SchedulerConnection(address=f"{host}:{port}")

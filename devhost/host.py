@@ -168,7 +168,9 @@ class DevHost:
                     break
                 await asyncio.sleep(0.02)
             if self._server.started:
-                logger.info("functions:\n%s", "\n".join(describe_functions(functions, self.public_url, prefix)))
+                logger.info(
+                    "functions:\n%s", "\n".join(describe_functions(functions, self.public_url, prefix))
+                )
                 logger.info("devhost ready on %s (Ctrl-C to stop)", self.public_url)
                 self.ready.set()
             await server_task

@@ -62,7 +62,9 @@ class HttpFrontend:
             return
         body = await self._read_body(receive)
         if body is None:
-            await self._send(send, problem_response(413, f"The request body exceeds {MAX_REQUEST_BYTES} bytes."))
+            await self._send(
+                send, problem_response(413, f"The request body exceeds {MAX_REQUEST_BYTES} bytes.")
+            )
             return
         try:
             response = await self._respond(scope, body)
@@ -116,15 +118,22 @@ class HttpFrontend:
             request = self._request(scope, method, query, body, params)
             return self._convert(await self._invoker.http(function, request))
         if allowed:
-            response = problem_response(405, f"{method} is not allowed here; use {', '.join(sorted(allowed))}.")
-            return Response(response.status, response.body, [*response.headers, ("allow", ", ".join(sorted(allowed)))])
+            response = problem_response(
+                405, f"{method} is not allowed here; use {', '.join(sorted(allowed))}."
+            )
+            return Response(
+                response.status, response.body, [*response.headers, ("allow", ", ".join(sorted(allowed)))]
+            )
         return problem_response(404, f"No function serves {method} {path}.")
 
     @staticmethod
-    def _request(scope: Scope, method: str, query: str, body: bytes, params: dict[str, str]) -> func.HttpRequest:
+    def _request(
+        scope: Scope, method: str, query: str, body: bytes, params: dict[str, str]
+    ) -> func.HttpRequest:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host") or "{}:{}".format(*scope.get("server") or ("127.0.0.1", 7071))
-        url = f"{scope.get('scheme', 'http')}://{host}{scope.get('raw_path', b'').decode('latin-1') or scope['path']}"
+        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        url = f"{scope.get('scheme', 'http')}://{host}{path}"
         if query and "?" not in url:
             url += f"?{query}"
         return func.HttpRequest(

@@ -120,7 +120,9 @@ class Invoker:
             return func.HttpResponse(status_code=204)
         if isinstance(result, str | bytes):
             return func.HttpResponse(result)
-        raise TypeError(f"HTTP function {function.name!r} returned {type(result).__name__}, not an HttpResponse")
+        raise TypeError(
+            f"HTTP function {function.name!r} returned {type(result).__name__}, not an HttpResponse"
+        )
 
     async def orchestrator(self, function: IndexedFunction, encoded_request: str) -> str:
         return str(await self._call(function, OrchestrationContext(encoded_request)))
@@ -133,7 +135,9 @@ class Invoker:
         value = (
             None
             if input_json is None
-            else ActivityTriggerConverter.decode(meta.Datum(type="json", value=input_json), trigger_metadata=None)
+            else ActivityTriggerConverter.decode(
+                meta.Datum(type="json", value=input_json), trigger_metadata=None
+            )
         )
         result = await self._call(function, value)
         if result is None:

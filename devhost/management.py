@@ -51,7 +51,9 @@ class ManagementApi:
         parts = [unquote(p) for p in path[len(PREFIX) :].strip("/").split("/") if p]
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         if len(parts) < 2 or parts[0] != "instances":
-            return problem_response(404, "Unknown management route; see /runtime/webhooks/durabletask/instances/{id}.")
+            return problem_response(
+                404, "Unknown management route; see /runtime/webhooks/durabletask/instances/{id}."
+            )
         instance_id = parts[1]
         action = parts[2] if len(parts) > 2 else None
         state = await self._client.get_orchestration_state(instance_id, fetch_payloads=True)

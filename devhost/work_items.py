@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import traceback
 from collections.abc import Sequence
@@ -64,9 +65,13 @@ class WorkItemDriver:
         self._metadata = tuple(metadata)
         self._credentials = credentials
         self._invoker = invoker
-        self._orchestrators = {f.durable_name: f for f in functions if f.trigger_type == ORCHESTRATION_TRIGGER}
+        self._orchestrators = {
+            f.durable_name: f for f in functions if f.trigger_type == ORCHESTRATION_TRIGGER
+        }
         self._activities = {f.durable_name: f for f in functions if f.trigger_type == ACTIVITY_TRIGGER}
-        self._entities = {str(f.durable_name).lower(): f for f in functions if f.trigger_type == ENTITY_TRIGGER}
+        self._entities = {
+            str(f.durable_name).lower(): f for f in functions if f.trigger_type == ENTITY_TRIGGER
+        }
         self._activity_slots = asyncio.Semaphore(MAX_CONCURRENT_ACTIVITIES)
         self._orchestration_slots = asyncio.Semaphore(MAX_CONCURRENT_ORCHESTRATIONS)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,7 +84,10 @@ class WorkItemDriver:
         return self._connected
 
     def _open_channel(self) -> grpc.aio.Channel:
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
         if self._credentials is not None:
             return grpc.aio.secure_channel(self._address, self._credentials, options=options)
         return grpc.aio.insecure_channel(self._address, options=options)
@@ -88,7 +96,7 @@ class WorkItemDriver:
         delay = 0.2
         while not self._stopping.is_set():
             self._channel = self._open_channel()
-            stub = TaskHubSidecarServiceStub(self._channel)
+            stub = TaskHubSidecarServiceStub(self._channel)  # type: ignore[no-untyped-call]
             try:
                 stream = stub.GetWorkItems(
                     pb.GetWorkItemsRequest(
@@ -119,15 +127,17 @@ class WorkItemDriver:
                 if self._stopping.is_set():
                     break
                 if self._connected.is_set() or delay == 0.2:
-                    logger.warning("lost the Durable Task backend at %s (%s); reconnecting", self._address, error.code().name)
+                    logger.warning(
+                        "lost the Durable Task backend at %s (%s); reconnecting",
+                        self._address,
+                        error.code().name,
+                    )
             finally:
                 self._connected.clear()
                 await self._channel.close(grace=None)
             if not self._stopping.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
                 delay = min(delay * 2, 5.0)
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -156,26 +166,36 @@ class WorkItemDriver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _orchestrate(self, request: pb.OrchestratorRequest, token: str, stub: TaskHubSidecarServiceStub) -> None:
+    async def _orchestrate(
+        self, request: pb.OrchestratorRequest, token: str, stub: TaskHubSidecarServiceStub
+    ) -> None:
         name = _orchestration_name(request)
         function = self._orchestrators.get(name)
         async with self._orchestration_slots:
             if function is None:
-                response = self._failed_orchestration(request, f"orchestrator {name!r} is not registered in this app")
+                response = self._failed_orchestration(
+                    request, f"orchestrator {name!r} is not registered in this app"
+                )
             else:
                 try:
                     encoded = base64.b64encode(request.SerializeToString()).decode()
                     response = pb.OrchestratorResponse()
-                    response.ParseFromString(base64.b64decode(await self._invoker.orchestrator(function, encoded)))
+                    response.ParseFromString(
+                        base64.b64decode(await self._invoker.orchestrator(function, encoded))
+                    )
                 except Exception as error:
                     logger.exception("orchestrator %s (%s) crashed", name, request.instanceId)
                     response = self._failed_orchestration(request, error)
             response.instanceId = request.instanceId
             response.completionToken = token
-            await self._complete(stub.CompleteOrchestratorTask, response, f"orchestration {request.instanceId}")
+            await self._complete(
+                stub.CompleteOrchestratorTask, response, f"orchestration {request.instanceId}"
+            )
 
     @staticmethod
-    def _failed_orchestration(request: pb.OrchestratorRequest, error: BaseException | str) -> pb.OrchestratorResponse:
+    def _failed_orchestration(
+        request: pb.OrchestratorRequest, error: BaseException | str
+    ) -> pb.OrchestratorResponse:
         action = pb.OrchestratorAction(
             completeOrchestration=pb.CompleteOrchestrationAction(
                 orchestrationStatus=pb.ORCHESTRATION_STATUS_FAILED, failureDetails=failure(error)
@@ -183,21 +203,31 @@ class WorkItemDriver:
         )
         return pb.OrchestratorResponse(instanceId=request.instanceId, actions=[action])
 
-    async def _activity(self, request: pb.ActivityRequest, token: str, stub: TaskHubSidecarServiceStub) -> None:
+    async def _activity(
+        self, request: pb.ActivityRequest, token: str, stub: TaskHubSidecarServiceStub
+    ) -> None:
         instance_id = request.orchestrationInstance.instanceId
         function = self._activities.get(request.name)
         response = pb.ActivityResponse(instanceId=instance_id, taskId=request.taskId, completionToken=token)
         async with self._activity_slots:
             if function is None:
-                response.failureDetails.CopyFrom(failure(f"activity {request.name!r} is not registered in this app"))
+                response.failureDetails.CopyFrom(
+                    failure(f"activity {request.name!r} is not registered in this app")
+                )
             else:
                 try:
                     input_json = request.input.value if request.HasField("input") else None
                     result = await self._invoker.activity(function, input_json)
                     if result is not None:
                         response.result.value = result
-                except Exception as error:
-                    logger.warning("activity %s for %s failed: %s: %s", request.name, instance_id, type(error).__name__, error)
+                except Exception as error:  # noqa: BLE001 - reported to the orchestration as a task failure
+                    logger.warning(
+                        "activity %s for %s failed: %s: %s",
+                        request.name,
+                        instance_id,
+                        type(error).__name__,
+                        error,
+                    )
                     response.failureDetails.CopyFrom(failure(error))
         await self._complete(stub.CompleteActivityTask, response, f"activity {request.name} of {instance_id}")
 
@@ -211,7 +241,9 @@ class WorkItemDriver:
         name = request.instanceId.split("@")[1].lower() if request.instanceId.count("@") >= 2 else ""
         function = self._entities.get(name)
         if function is None:
-            result = pb.EntityBatchResult(failureDetails=failure(f"entity {name!r} is not registered in this app"))
+            result = pb.EntityBatchResult(
+                failureDetails=failure(f"entity {name!r} is not registered in this app")
+            )
         else:
             try:
                 encoded = base64.b64encode(request.SerializeToString()).decode()

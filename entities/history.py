@@ -28,7 +28,9 @@ def _int(value: Any, name: str, default: int) -> int:
     return value
 
 
-def apply_operation(state: history.HistoryState, operation: str, arg: Any) -> tuple[history.HistoryState | None, Any]:
+def apply_operation(
+    state: history.HistoryState, operation: str, arg: Any
+) -> tuple[history.HistoryState | None, Any]:
     """Run one entity operation; returns (new state or None to delete, result)."""
     args: dict[str, Any] = arg if isinstance(arg, dict) else {}
     match operation:
@@ -44,7 +46,9 @@ def apply_operation(state: history.HistoryState, operation: str, arg: Any) -> tu
             new, result = history.append(state, args)
             return new, result.to_dict()
         case "get":
-            page = history.page(state, after=_int(args.get("after"), "after", 0), limit=_int(args.get("limit"), "limit", 50))
+            page = history.page(
+                state, after=_int(args.get("after"), "after", 0), limit=_int(args.get("limit"), "limit", 50)
+            )
             return state, page
         case "window":
             budget = _int(args.get("budget_bytes"), "budget_bytes", 48_000)

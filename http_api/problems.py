@@ -58,6 +58,8 @@ def handle_errors(handler: Handler) -> Handler:
             return problem(error.http_status, error.message, code=error.code)
         except Exception:
             logger.exception("%s failed unexpectedly", handler.__name__)
-            return problem(500, "The server hit an unexpected error; see the host log for details.", code="internal")
+            return problem(
+                500, "The server hit an unexpected error; see the host log for details.", code="internal"
+            )
 
     return wrapper

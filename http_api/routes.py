@@ -28,7 +28,9 @@ bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
 def _body(req: func.HttpRequest, *, required: bool) -> dict[str, Any]:
     raw = req.get_body() or b""
     if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLargeError(f"The request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES} bytes.")
+        raise PayloadTooLargeError(
+            f"The request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES} bytes."
+        )
     if not raw.strip():
         if required:
             raise InvalidInputError('The request needs a JSON body, e.g. {"content": "Hello"}.')
@@ -49,7 +51,9 @@ def _query_int(req: func.HttpRequest, name: str, default: int, low: int, high: i
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInputError(f"Query parameter '{name}' must be an integer from {low} to {high}.") from None
+        raise InvalidInputError(
+            f"Query parameter '{name}' must be an integer from {low} to {high}."
+        ) from None
     if not low <= value <= high:
         raise InvalidInputError(f"Query parameter '{name}' must be from {low} to {high}, got {value}.")
     return value
@@ -68,7 +72,9 @@ def _links(thread_id: str) -> dict[str, str]:
 @handle_errors
 async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     body = _body(req, required=False)
-    thread_id = check_id(body["thread_id"], "'thread_id'") if body.get("thread_id") is not None else uuid.uuid4().hex
+    thread_id = (
+        check_id(body["thread_id"], "'thread_id'") if body.get("thread_id") is not None else uuid.uuid4().hex
+    )
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidInputError("'metadata' must be a JSON object.")
@@ -136,7 +142,9 @@ async def list_messages(req: func.HttpRequest, client: df.DurableFunctionsClient
     after = _query_int(req, "after", 0, 0, 2**62)
     limit = _query_int(req, "limit", 50, 1, 200)
     page = await ThreadService(client).messages(thread_id, after, limit)
-    return json_response({"thread_id": thread_id, "messages": page["entries"], "next_after": page["next_after"]})
+    return json_response(
+        {"thread_id": thread_id, "messages": page["entries"], "next_after": page["next_after"]}
+    )
 
 
 @bp.route(route="threads/{thread_id}/messages/{message_id}", methods=["GET"])
@@ -147,7 +155,9 @@ async def get_message(req: func.HttpRequest, client: df.DurableFunctionsClient) 
     message_id = check_id(req.route_params.get("message_id"), "The message id")
     wait = _query_int(req, "wait", 0, 0, MAX_WAIT_SECONDS)
     service = ThreadService(client)
-    found = await (service.wait_for_reply(thread_id, message_id, wait) if wait else service.reply(thread_id, message_id))
+    found = await (
+        service.wait_for_reply(thread_id, message_id, wait) if wait else service.reply(thread_id, message_id)
+    )
     return json_response(found)
 
 

@@ -28,6 +28,7 @@ from durabletask.client import (
 )
 from durabletask.entities import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
+from google.protobuf import wrappers_pb2
 
 from agent import history
 from agent.errors import BackendUnavailableError, ConflictError, InvalidInputError, NotFoundError
@@ -162,11 +163,11 @@ class ThreadService:
             query=pb.InstanceQuery(
                 maxInstanceCount=limit,
                 fetchInputsAndOutputs=True,
-                continuationToken=pb.wrappers__pb2.StringValue(value=continuation) if continuation else None,
+                continuationToken=wrappers_pb2.StringValue(value=continuation) if continuation else None,
             )
         )
         async with backend_errors():
-            response = await self._client._get_stub().QueryInstances(request)  # noqa: SLF001 - paged query
+            response = await self._client._get_stub().QueryInstances(request)
         states = [self._state_from_proto(s) for s in response.orchestrationState]
         threads = [self._summary(s, None) for s in states if s.name == ORCHESTRATION_NAME]
         next_token = response.continuationToken.value if response.HasField("continuationToken") else ""
@@ -185,7 +186,9 @@ class ThreadService:
                 f"Thread '{thread_id}' is {status_name(instance.runtime_status)} and takes no more messages."
             )
         async with backend_errors():
-            await self._client.raise_orchestration_event(thread_id, USER_MESSAGE_EVENT, data=message.to_dict())
+            await self._client.raise_orchestration_event(
+                thread_id, USER_MESSAGE_EVENT, data=message.to_dict()
+            )
 
     async def messages(self, thread_id: str, after: int, limit: int) -> dict[str, Any]:
         await self._instance(thread_id)
@@ -201,7 +204,13 @@ class ThreadService:
             status = "answering"
         else:
             status = "failed" if "error" in reply else "answered"
-        return {"thread_id": thread_id, "message_id": message_id, "status": status, "message": message, "reply": reply}
+        return {
+            "thread_id": thread_id,
+            "message_id": message_id,
+            "status": status,
+            "message": message,
+            "reply": reply,
+        }
 
     async def wait_for_reply(self, thread_id: str, message_id: str, seconds: float) -> dict[str, Any]:
         deadline = time.monotonic() + seconds

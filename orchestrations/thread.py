@@ -21,7 +21,14 @@ from durabletask.entities import EntityInstanceId
 
 from agent.errors import DurableAgentError, error_for_failure
 from agent.model import ChatMessage, ModelReply, ModelRequest
-from agent.thread import ORCHESTRATION_NAME, USER_MESSAGE_EVENT, ThreadState, UserMessage, thread_status
+from agent.thread import (
+    ORCHESTRATION_NAME,
+    USER_MESSAGE_EVENT,
+    ThreadState,
+    ThreadStateName,
+    UserMessage,
+    thread_status,
+)
 from entities.history import ENTITY_NAME
 
 MODEL_ACTIVITY = "call_model"
@@ -35,7 +42,9 @@ def _now(ctx: task.OrchestrationContext) -> str:
     return moment.isoformat(timespec="milliseconds") + "Z"
 
 
-def _assistant_entry(ctx: task.OrchestrationContext, message: UserMessage, reply: ModelReply) -> dict[str, Any]:
+def _assistant_entry(
+    ctx: task.OrchestrationContext, message: UserMessage, reply: ModelReply
+) -> dict[str, Any]:
     return {
         "id": f"{message.id}-reply",
         "reply_to": message.id,
@@ -49,7 +58,9 @@ def _assistant_entry(ctx: task.OrchestrationContext, message: UserMessage, reply
     }
 
 
-def _error_entry(ctx: task.OrchestrationContext, message: UserMessage, failure: task.FailureDetails) -> dict[str, Any]:
+def _error_entry(
+    ctx: task.OrchestrationContext, message: UserMessage, failure: task.FailureDetails
+) -> dict[str, Any]:
     code, retryable = error_for_failure(failure.error_type, failure.message)
     return {
         "id": f"{message.id}-reply",
@@ -61,7 +72,7 @@ def _error_entry(ctx: task.OrchestrationContext, message: UserMessage, failure: 
     }
 
 
-def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task.Task[Any], Any, None]:
+def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task.Task[Any], Any]:
     """One generation of a thread: wait for a message, answer it, continue as new."""
     log = ctx.create_replay_safe_logger(logger)
     state = ThreadState.from_input(raw_state)
@@ -71,7 +82,11 @@ def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task
         yield ctx.call_entity(
             history,
             "init",
-            input={"system_prompt": state.system_prompt, "metadata": state.metadata, "created_at": state.created_at},
+            input={
+                "system_prompt": state.system_prompt,
+                "metadata": state.metadata,
+                "created_at": state.created_at,
+            },
         )
         state = replace(state, initialized=True)
 
@@ -81,7 +96,9 @@ def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task
     try:
         message = UserMessage.from_event(event)
     except DurableAgentError as bad:
-        log.warning("thread %s: skipped a malformed %s event: %s", ctx.instance_id, USER_MESSAGE_EVENT, bad.message)
+        log.warning(
+            "thread %s: skipped a malformed %s event: %s", ctx.instance_id, USER_MESSAGE_EVENT, bad.message
+        )
         ctx.continue_as_new(state.to_dict(), save_events=True)
         return
 
@@ -108,7 +125,7 @@ def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task
     try:
         result = yield ctx.call_activity(MODEL_ACTIVITY, input=request.to_dict())
         entry = _assistant_entry(ctx, message, ModelReply.from_dict(result))
-        outcome = "idle"
+        outcome: ThreadStateName = "idle"
     except task.TaskFailedError as failed:
         log.warning("thread %s: turn %d failed: %s", ctx.instance_id, request.turn, failed.details.message)
         entry = _error_entry(ctx, message, failed.details)
@@ -121,5 +138,5 @@ def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATION_NAME)
-def thread(context: task.OrchestrationContext, raw_state: Any) -> Generator[task.Task[Any], Any, None]:
+def thread(context: task.OrchestrationContext, raw_state: Any) -> Generator[task.Task[Any], Any]:
     yield from run_thread(context, raw_state)
