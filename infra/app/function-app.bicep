@@ -115,7 +115,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-// azd deploys with an Entra ID token, so publishing with a username/password is not needed.
+// azd deploys with an Entra ID token, so basic-auth publishing (SCM and FTP) stays off.
 resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'

@@ -1,0 +1,172 @@
+"""What the resources must be: Flex Consumption on Python 3.13 with a user-assigned identity,
+identity-only connections, the role assignments each identity needs, azd tags, and the
+optional Easy Auth switch."""
+
+from __future__ import annotations
+
+import re
+
+from tests.infra.bicep import INFRA, MAIN, BicepFile, Resource, load, lookup, string_at, string_value, text_at
+
+APP = INFRA / "app"
+
+ROLE_IDS = {
+    "Durable Task Data Contributor": "0ad04412-c4d5-4796-b79c-f76d14c8d402",
+    "Cognitive Services OpenAI User": "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+}
+
+
+def _one(bicep: BicepFile, type_name: str) -> Resource:
+    found = bicep.resources_of(type_name)
+    assert len(found) == 1, f"{bicep.path.name}: expected one {type_name}, found {len(found)}"
+    return found[0]
+
+
+def _literal(bicep: BicepFile, resource_type: str, dotted: str) -> str:
+    node = lookup(_one(bicep, resource_type).body, dotted)
+    assert node is not None, f"{resource_type} has no {dotted}"
+    return (node.text or b"").decode()
+
+
+def test_flex_consumption_plan() -> None:
+    app = load(APP / "function-app.bicep")
+    assert _literal(app, "Microsoft.Web/serverfarms", "sku.name") == "'FC1'"
+    assert _literal(app, "Microsoft.Web/serverfarms", "sku.tier") == "'FlexConsumption'"
+
+
+def test_function_app_runtime_identity_and_deployment_storage() -> None:
+    app = load(APP / "function-app.bicep")
+    site = "Microsoft.Web/sites"
+    assert _literal(app, site, "kind") == "'functionapp,linux'"
+    assert _literal(app, site, "identity.type") == "'UserAssigned'"
+    assert _literal(app, site, "properties.functionAppConfig.runtime.name") == "'python'"
+    assert _literal(app, site, "properties.functionAppConfig.runtime.version") == "runtimeVersion"
+    assert "param runtimeVersion string = '3.13'" in app.text
+    storage = "properties.functionAppConfig.deployment.storage"
+    assert _literal(app, site, f"{storage}.type") == "'blobContainer'"
+    assert _literal(app, site, f"{storage}.authentication.type") == "'UserAssignedIdentity'"
+    assert _literal(app, site, f"{storage}.authentication.userAssignedIdentityResourceId") == "identityId"
+    assert _literal(app, site, "properties.httpsOnly") == "true"
+    assert "'azd-service-name': 'api'" in _literal(app, site, "tags")
+
+
+def test_basic_publishing_credentials_are_off() -> None:
+    app = load(APP / "function-app.bicep")
+    policies = app.resources_of("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert sorted(string_at(p.body, "name") or "" for p in policies) == ["ftp", "scm"]
+    assert all((lookup(p.body, "properties.allow") or p.body).text == b"false" for p in policies)
+
+
+def test_storage_is_identity_only() -> None:
+    storage = load(APP / "storage.bicep")
+    account = "Microsoft.Storage/storageAccounts"
+    assert _literal(storage, account, "properties.allowSharedKeyAccess") == "false"
+    assert _literal(storage, account, "properties.allowBlobPublicAccess") == "false"
+    assert _literal(storage, "Microsoft.Storage/storageAccounts/blobServices/containers", "name") == (
+        "deploymentContainerName"
+    )
+
+
+def test_openai_is_entra_only_with_a_chat_deployment() -> None:
+    openai = load(APP / "openai.bicep")
+    account = "Microsoft.CognitiveServices/accounts"
+    assert _literal(openai, account, "kind") == "'OpenAI'"
+    assert _literal(openai, account, "properties.disableLocalAuth") == "true"
+    assert _literal(openai, account, "properties.customSubDomainName") == "customSubDomainName"
+    deployment = "Microsoft.CognitiveServices/accounts/deployments"
+    assert _literal(openai, deployment, "sku.name") == "skuName"
+    assert _literal(openai, deployment, "properties.model.name") == "modelName"
+    assert _literal(openai, deployment, "properties.model.format") == "'OpenAI'"
+
+
+def test_application_insights_rejects_keys() -> None:
+    monitoring = load(APP / "monitoring.bicep")
+    assert _literal(monitoring, "Microsoft.Insights/components", "properties.DisableLocalAuth") == "true"
+    assert _literal(monitoring, "Microsoft.Insights/components", "properties.WorkspaceResourceId") == (
+        "logAnalytics.id"
+    )
+
+
+def test_scheduler_and_task_hub() -> None:
+    dts = load(APP / "dts.bicep")
+    _one(dts, "Microsoft.DurableTask/schedulers")
+    _one(dts, "Microsoft.DurableTask/schedulers/taskHubs")
+    assert "ipAllowlist" in _literal(dts, "Microsoft.DurableTask/schedulers", "properties")
+    assert "'0.0.0.0/0'" in dts.text  # an empty allow list denies every caller
+
+
+def _assignments(bicep: BicepFile) -> list[tuple[str, str, str]]:
+    """(role id, principal expression, principalType expression) per role assignment."""
+    out = []
+    variables = {name: string_value(node) for name, node in bicep.variables.items() if node.type == "string"}
+    for r in bicep.resources_of("Microsoft.Authorization/roleAssignments"):
+        role = text_at(r.body, "properties.roleDefinitionId")
+        match = re.search(r"roleDefinitions',\s*(\w+)\)", role)
+        assert match, role
+        role_id = variables.get(match.group(1)) or ""
+        principal = text_at(r.body, "properties.principalId")
+        kind = text_at(r.body, "properties.principalType")
+        out.append((role_id, principal, kind))
+    return out
+
+
+def test_role_assignments() -> None:
+    expected = {
+        "storage.bicep": {
+            (ROLE_IDS["Storage Blob Data Owner"], "blobDataOwnerPrincipalId", "'ServicePrincipal'")
+        },
+        "monitoring.bicep": {
+            (ROLE_IDS["Monitoring Metrics Publisher"], "metricsPublisherPrincipalId", "'ServicePrincipal'")
+        },
+        "dts.bicep": {
+            (ROLE_IDS["Durable Task Data Contributor"], "appPrincipalId", "'ServicePrincipal'"),
+            (ROLE_IDS["Durable Task Data Contributor"], "userPrincipalId", "userPrincipalType"),
+        },
+        "openai.bicep": {
+            (ROLE_IDS["Cognitive Services OpenAI User"], "appPrincipalId", "'ServicePrincipal'"),
+            (ROLE_IDS["Cognitive Services OpenAI User"], "userPrincipalId", "userPrincipalType"),
+        },
+    }
+    for name, wanted in expected.items():
+        assert set(_assignments(load(APP / name))) == wanted, name
+
+
+def test_main_wires_identities_into_role_modules() -> None:
+    main = load(MAIN)
+    modules = {m.symbol: m for m in main.modules}
+
+    def passed(symbol: str, param: str) -> str:
+        return (modules[symbol].params[param].text or b"").decode()
+
+    app_principal = "identity.outputs.principalId"
+    assert passed("storage", "blobDataOwnerPrincipalId") == app_principal
+    assert passed("monitoring", "metricsPublisherPrincipalId") == app_principal
+    for symbol in ("dts", "openAi"):
+        assert passed(symbol, "appPrincipalId") == app_principal
+        assert passed(symbol, "userPrincipalId") == "principalId"
+        assert passed(symbol, "userPrincipalType") == "principalType"
+    assert passed("functionApp", "identityClientId") == "identity.outputs.clientId"
+
+
+def test_resource_group_is_tagged_for_azd() -> None:
+    main = load(MAIN)
+    assert "'azd-env-name': environmentName" in (main.variables["tags"].text or b"").decode()
+    assert _literal(main, "Microsoft.Resources/resourceGroups", "tags") == "tags"
+
+
+def test_auth_is_optional_and_entra_id() -> None:
+    main = load(MAIN)
+    auth = next(m for m in main.modules if m.path == "app/auth.bicep")
+    assert auth.conditional
+    assert "if (enableAuth)" in main.text
+    module = load(APP / "auth.bicep")
+    config = "Microsoft.Web/sites/config"
+    assert _literal(module, config, "name") == "'authsettingsV2'"
+    assert _literal(module, config, "properties.platform.enabled") == "true"
+    assert _literal(module, config, "properties.identityProviders.azureActiveDirectory.enabled") == "true"
+    assert (
+        _literal(module, config, "properties.globalValidation.unauthenticatedClientAction") == "'Return401'"
+    )
+    assert "'/api/health'" in module.text
