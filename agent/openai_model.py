@@ -25,7 +25,12 @@ from typing import Any, Literal, Self
 import openai
 from azure.core.credentials import TokenProvider
 from azure.core.exceptions import ClientAuthenticationError
-from azure.identity import CredentialUnavailableError
+from azure.identity import (
+    CredentialUnavailableError,
+    DefaultAzureCredential,
+    ManagedIdentityCredential,
+    get_bearer_token_provider,
+)
 from openai.types.chat import ChatCompletionMessageParam
 
 from agent.errors import ConfigurationError, ContentFilteredError, ModelCallError, ModelRejectedError
@@ -230,6 +235,13 @@ def _is_content_filter(failure: openai.APIStatusError) -> bool:
 # -- construction ----------------------------------------------------------------------------
 
 
+def azure_credential(cfg: AzureOpenAISettings) -> ManagedIdentityCredential | DefaultAzureCredential:
+    """The user-assigned managed identity named by AZURE_CLIENT_ID, else DefaultAzureCredential."""
+    if cfg.managed_identity_client_id:
+        return ManagedIdentityCredential(client_id=cfg.managed_identity_client_id)
+    return DefaultAzureCredential()
+
+
 def _azure_client(
     cfg: AzureOpenAISettings,
     settings: Settings,
@@ -251,18 +263,8 @@ def _azure_client(
         auth_hint = "Check that AZURE_OPENAI_API_KEY is a key of this Azure OpenAI resource."
     else:
         if token_provider is None:
-            from azure.identity import (
-                DefaultAzureCredential,
-                ManagedIdentityCredential,
-                get_bearer_token_provider,
-            )
-
             if credential is None:
-                owned = (
-                    ManagedIdentityCredential(client_id=cfg.managed_identity_client_id)
-                    if cfg.managed_identity_client_id
-                    else DefaultAzureCredential()
-                )
+                owned = azure_credential(cfg)
                 credential, on_close = owned, owned.close
             token_provider = get_bearer_token_provider(credential, AZURE_OPENAI_SCOPE)
         client = openai.AzureOpenAI(azure_ad_token_provider=token_provider, **common)
