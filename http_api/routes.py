@@ -19,7 +19,8 @@ from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_i
 from http_api.problems import handle_errors, json_response
 from http_api.threads import ThreadService, utc_now
 
-MAX_BODY_BYTES = 64 * 1024
+# Room for 32 KiB of content even when every character is JSON-escaped (\uXXXX).
+MAX_BODY_BYTES = 256 * 1024
 MAX_WAIT_SECONDS = 120
 
 bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)

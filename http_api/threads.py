@@ -53,6 +53,21 @@ def status_name(status: OrchestrationStatus) -> str:
     return "".join(word.capitalize() for word in status.name.split("_"))
 
 
+def encode_token(backend_token: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"v": 1, "c": backend_token}).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> str:
+    """The backend's continuation token inside one of ours; InvalidInputError for anything else."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if isinstance(data, dict) and data.get("v") == 1 and isinstance(data.get("c"), str):
+            return str(data["c"])
+    except (binascii.Error, ValueError):
+        pass
+    raise InvalidInputError("'continuation_token' is not a token this API returned; start again without it.")
+
+
 @asynccontextmanager
 async def backend_errors() -> AsyncIterator[None]:
     try:
@@ -60,6 +75,8 @@ async def backend_errors() -> AsyncIterator[None]:
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.ALREADY_EXISTS:
             raise ConflictError("A thread with this id already exists.") from None
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidInputError(f"The backend rejected the request: {error.details()}") from None
         if error.code() == grpc.StatusCode.NOT_FOUND:
             raise NotFoundError("No such thread.") from None
         raise BackendUnavailableError(
@@ -153,12 +170,7 @@ class ThreadService:
         return self._summary(instance, sum(1 for e in entries if e["role"] != "system"))
 
     async def list(self, limit: int, token: str | None) -> tuple[list[ThreadSummary], str | None]:
-        continuation = None
-        if token:
-            try:
-                continuation = base64.urlsafe_b64decode(token.encode()).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                raise InvalidInputError("'continuation_token' is not a token this API returned.") from None
+        continuation = decode_token(token) if token else None
         request = pb.QueryInstancesRequest(
             query=pb.InstanceQuery(
                 maxInstanceCount=limit,
@@ -171,8 +183,7 @@ class ThreadService:
         states = [self._state_from_proto(s) for s in response.orchestrationState]
         threads = [self._summary(s, None) for s in states if s.name == ORCHESTRATION_NAME]
         next_token = response.continuationToken.value if response.HasField("continuationToken") else ""
-        encoded = base64.urlsafe_b64encode(next_token.encode()).decode() if next_token else None
-        return threads, encoded
+        return threads, encode_token(next_token) if next_token else None
 
     @staticmethod
     def _state_from_proto(proto: Any) -> OrchestrationState:

@@ -1,0 +1,152 @@
+"""The history entity's pure state transitions."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent import history
+from agent.errors import InvalidInputError
+from entities.history import apply_operation
+
+T0 = "2026-01-01T00:00:00.000Z"
+
+
+def entry(entry_id: str, role: str = "user", content: str = "hi", **extra: object) -> dict[str, object]:
+    return {"id": entry_id, "role": role, "content": content, "created_at": T0, **extra}
+
+
+def build(*entries: dict[str, object]) -> history.HistoryState:
+    state = history.HistoryState()
+    for e in entries:
+        state, _ = history.append(state, e)
+    return state
+
+
+def test_append_assigns_consecutive_seq_from_one() -> None:
+    state = build(entry("a"), entry("b", "assistant"), entry("c"))
+    assert [e["seq"] for e in state.entries] == [1, 2, 3]
+    assert state.last_seq == 3
+
+
+def test_append_same_id_twice_is_a_duplicate_and_changes_nothing() -> None:
+    state = build(entry("a"), entry("b"))
+    again, result = history.append(state, entry("a", content="different"))
+    assert result == history.AppendResult(seq=1, duplicate=True)
+    assert again is state
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"role": "user", "content": "x", "created_at": T0},
+        {"id": "", "role": "user", "content": "x", "created_at": T0},
+        {"id": "a", "role": "robot", "content": "x", "created_at": T0},
+        {"id": "a", "role": "user", "content": 5, "created_at": T0},
+        {"id": "a", "role": "user", "content": "x"},
+    ],
+)
+def test_append_rejects_malformed_entries(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        history.append(history.HistoryState(), bad)
+
+
+def test_append_keeps_reply_fields_and_drops_unknown_ones() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    state = build(entry("r", "assistant", reply_to="m", model="gpt", usage=usage, latency_ms=7, bogus=1))
+    stored = state.entries[0]
+    assert stored["usage"] == usage and stored["model"] == "gpt" and stored["reply_to"] == "m"
+    assert "bogus" not in stored
+
+
+def test_init_adds_system_prompt_once() -> None:
+    state = history.init(history.HistoryState(), system_prompt="Be brief.", metadata={"k": 1}, created_at=T0)
+    assert [(e["role"], e["content"]) for e in state.entries] == [("system", "Be brief.")]
+    assert state.metadata == {"k": 1}
+    assert history.init(state, system_prompt="Other", metadata={}, created_at=T0) is state
+
+
+def test_page_walks_all_entries_without_gaps() -> None:
+    state = build(*(entry(f"m{i}") for i in range(7)))
+    seen, after = [], 0
+    while True:
+        page = history.page(state, after=after, limit=3)
+        seen += [e["seq"] for e in page["entries"]]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert seen == list(range(1, 8))
+
+
+def test_page_after_the_end_is_empty() -> None:
+    assert history.page(build(entry("a")), after=5, limit=10) == {"entries": [], "next_after": None}
+
+
+@pytest.mark.parametrize(("after", "limit"), [(-1, 10), (0, 0), (0, history.MAX_PAGE_SIZE + 1)])
+def test_page_rejects_bad_bounds(after: int, limit: int) -> None:
+    with pytest.raises(InvalidInputError):
+        history.page(build(entry("a")), after=after, limit=limit)
+
+
+def test_window_keeps_system_prompt_and_drops_oldest_first() -> None:
+    state = build(
+        entry("s", "system", "S" * 10),
+        entry("u1", "user", "a" * 40),
+        entry("r1", "assistant", "b" * 40),
+        entry("u2", "user", "c" * 40),
+    )
+    # the budget fits the system prompt plus the two newest messages (role names count too)
+    budget = (10 + len("system")) + (40 + len("assistant")) + (40 + len("user"))
+    messages = history.window(state, budget_bytes=budget)
+    assert [m.role for m in messages] == ["system", "assistant", "user"]
+    assert messages[-1].content == "c" * 40
+    one_less = history.window(state, budget_bytes=budget - 1)
+    assert [m.role for m in one_less] == ["system", "user"]
+
+
+def test_window_always_includes_the_newest_message_even_if_too_big() -> None:
+    state = build(entry("s", "system", "S"), entry("u1", "user", "x" * 1000))
+    messages = history.window(state, budget_bytes=10)
+    assert [m.role for m in messages] == ["system", "user"]
+
+
+def test_window_never_sends_failed_turns() -> None:
+    error = {"code": "model_rejected", "message": "400", "retryable": False}
+    state = build(entry("u1"), entry("e1", "assistant", "", reply_to="u1", error=error), entry("u2"))
+    assert [m.content for m in history.window(state, budget_bytes=10_000)] == ["hi", "hi"]
+    assert len(history.window(state, budget_bytes=10_000)) == 2
+
+
+def test_find_reply_matches_user_message_and_its_answer() -> None:
+    state = build(entry("u1"), entry("r1", "assistant", "ok", reply_to="u1"), entry("u2"))
+    assert history.find_reply(state, "u1")[1] is not None
+    message, reply = history.find_reply(state, "u2")
+    assert message is not None and reply is None
+    assert history.find_reply(state, "nope") == (None, None)
+
+
+def test_state_round_trips_through_dict() -> None:
+    state = history.init(history.HistoryState(), system_prompt="x", metadata={"a": [1]}, created_at=T0)
+    assert history.HistoryState.from_dict(state.to_dict()) == state
+
+
+def test_entity_operations_apply_pure_functions() -> None:
+    state = history.HistoryState()
+    state, result = apply_operation(state, "init", {"system_prompt": "S", "metadata": {}, "created_at": T0})
+    assert result == {"last_seq": 1}
+    assert state is not None
+    state, result = apply_operation(state, "append", entry("u1"))
+    assert result == {"seq": 2, "duplicate": False}
+    assert state is not None
+    _, window = apply_operation(state, "window", {"budget_bytes": 1000})
+    assert window == [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]
+    _, page = apply_operation(state, "get", {"after": 1, "limit": 5})
+    assert [e["id"] for e in page["entries"]] == ["u1"]
+    deleted, _ = apply_operation(state, "delete", None)
+    assert deleted is None
+
+
+def test_entity_rejects_unknown_operation_and_bad_arguments() -> None:
+    with pytest.raises(InvalidInputError, match="no operation"):
+        apply_operation(history.HistoryState(), "explode", None)
+    with pytest.raises(InvalidInputError, match="integer"):
+        apply_operation(history.HistoryState(), "get", {"after": "x"})
