@@ -106,6 +106,7 @@ def ignored(path: str, patterns: list[str]) -> bool:
         "scripts/check",
         ".venv/bin/python",
         ".devhost/state.db",
+        ".devhost/logs/host.log",
         "docs/deploy.md",
         "infra/main.bicep",
         "local.settings.json",

@@ -170,3 +170,36 @@ def test_auth_is_optional_and_entra_id() -> None:
         _literal(module, config, "properties.globalValidation.unauthenticatedClientAction") == "'Return401'"
     )
     assert "'/api/health'" in module.text
+
+
+# Every resource type the templates may use, with the API versions checked against the
+# Azure resource reference. A typo in a type, or an unreviewed new type, fails here.
+KNOWN_TYPES = {
+    "Microsoft.Resources/resourceGroups": "2024-03-01",
+    "Microsoft.ManagedIdentity/userAssignedIdentities": "2023-01-31",
+    "Microsoft.Storage/storageAccounts": "2024-01-01",
+    "Microsoft.Storage/storageAccounts/blobServices": "2024-01-01",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "2024-01-01",
+    "Microsoft.OperationalInsights/workspaces": "2023-09-01",
+    "Microsoft.Insights/components": "2020-02-02",
+    "Microsoft.DurableTask/schedulers": "2025-11-01",
+    "Microsoft.DurableTask/schedulers/taskHubs": "2025-11-01",
+    "Microsoft.CognitiveServices/accounts": "2024-10-01",
+    "Microsoft.CognitiveServices/accounts/deployments": "2024-10-01",
+    "Microsoft.Web/serverfarms": "2024-04-01",
+    "Microsoft.Web/sites": "2024-04-01",
+    "Microsoft.Web/sites/config": "2024-04-01",
+    "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2024-04-01",
+    "Microsoft.Authorization/roleAssignments": "2022-04-01",
+}
+
+
+def test_resource_types_and_api_versions_are_known() -> None:
+    used = {
+        (path.relative_to(INFRA).as_posix(), r.symbol): (r.type, r.api_version)
+        for path in sorted(INFRA.rglob("*.bicep"))
+        for r in load(path).resources
+    }
+    unknown = {k: v for k, v in used.items() if KNOWN_TYPES.get(v[0]) != v[1]}
+    assert unknown == {}
+    assert {t for t, _ in used.values()} == set(KNOWN_TYPES), "KNOWN_TYPES lists a type no template uses"
