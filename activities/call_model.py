@@ -15,6 +15,7 @@ import azure.durable_functions as df
 
 from agent.model import ModelClient, ModelReply, ModelRequest
 from agent.openai_model import get_model_client
+from agent.telemetry import model_call_span
 
 ACTIVITY_NAME = "call_model"
 
@@ -23,8 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def call_model(request: ModelRequest, client: ModelClient) -> ModelReply:
-    """Ask `client` for the reply to `request`'s messages."""
-    reply = client.complete(request.messages)
+    """Ask `client` for the reply to `request`'s messages, inside a model-call span."""
+    requested = str(getattr(client, "model", "") or "model")
+    with model_call_span(request.thread_id, request.turn, requested) as span:
+        reply = client.complete(request.messages)
+        span.record_reply(reply)
     log.info(
         "thread %s turn %d: model %s answered in %d ms (%d tokens, finish_reason %s)",
         request.thread_id,
