@@ -30,7 +30,6 @@ import socket
 import sys
 import threading
 import time
-import urllib.request
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -39,119 +38,43 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-Step = dict[str, Any]
+from tests.fakes.model_server_client import FakeModelServerClient
+from tests.fakes.model_steps import (
+    AZURE_CONTENT_FILTER_MESSAGE,
+    STEP_KINDS,
+    Step,
+    content_filter,
+    disconnect,
+    echo,
+    error,
+    malformed,
+    reply,
+    validate_step,
+)
+
+__all__ = [
+    "AZURE_CONTENT_FILTER_MESSAGE",
+    "ECHO_PREFIX",
+    "STEP_KINDS",
+    "FakeModelServer",
+    "FakeModelServerClient",
+    "RecordedRequest",
+    "Step",
+    "content_filter",
+    "disconnect",
+    "echo",
+    "error",
+    "fingerprint",
+    "malformed",
+    "reply",
+    "validate_step",
+]
 
 ECHO_PREFIX = "echo: "
 DEFAULT_MODEL = "fake-model"
-STEP_KINDS = ("reply", "echo", "error", "malformed", "disconnect")
 _AZURE_CHAT = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/chat/completions$")
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 _AUTH_HEADERS = ("authorization", "api-key")
-
-AZURE_CONTENT_FILTER_MESSAGE = (
-    "The response was filtered due to the prompt triggering Azure OpenAI's content management "
-    "policy. Please modify your prompt and retry."
-)
-
-
-# -- script steps ----------------------------------------------------------------------------
-
-
-def reply(
-    content: str | None,
-    *,
-    model: str | None = None,
-    finish_reason: str = "stop",
-    usage: dict[str, int] | None = None,
-    delay: float = 0.0,
-) -> Step:
-    """A 200 chat completion. `model` defaults to the requested model; `usage` to word counts."""
-    return {
-        "kind": "reply",
-        "content": content,
-        "model": model,
-        "finish_reason": finish_reason,
-        "usage": usage,
-        "delay": delay,
-    }
-
-
-def echo(*, delay: float = 0.0) -> Step:
-    """A 200 reply `echo: <last user message>` (the default step)."""
-    return {"kind": "echo", "delay": delay}
-
-
-def error(
-    status: int,
-    *,
-    message: str | None = None,
-    code: str | None = None,
-    type: str | None = None,
-    retry_after: float | str | None = None,
-    retry_after_ms: float | None = None,
-    body: Any = None,
-    delay: float = 0.0,
-) -> Step:
-    """An error status with an OpenAI-shaped error body (or `body` verbatim) and optional Retry-After."""
-    headers: dict[str, str] = {}
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    if retry_after_ms is not None:
-        headers["retry-after-ms"] = str(retry_after_ms)
-    if body is None:
-        body = {
-            "error": {"message": message or f"fake error {status}", "type": type, "param": None, "code": code}
-        }
-    return {"kind": "error", "status": status, "headers": headers, "body": body, "delay": delay}
-
-
-def content_filter(*, delay: float = 0.0) -> Step:
-    """Azure OpenAI's 400 refusal when the prompt trips the content filter."""
-    body = {
-        "error": {
-            "message": AZURE_CONTENT_FILTER_MESSAGE,
-            "type": None,
-            "param": "prompt",
-            "code": "content_filter",
-            "status": 400,
-            "innererror": {
-                "code": "ResponsibleAIPolicyViolation",
-                "content_filter_result": {
-                    "hate": {"filtered": True, "severity": "high"},
-                    "self_harm": {"filtered": False, "severity": "safe"},
-                    "sexual": {"filtered": False, "severity": "safe"},
-                    "violence": {"filtered": False, "severity": "safe"},
-                },
-            },
-        }
-    }
-    return error(400, body=body, delay=delay)
-
-
-def malformed(
-    body: str = "this is not json",
-    *,
-    status: int = 200,
-    content_type: str = "application/json",
-    delay: float = 0.0,
-) -> Step:
-    """A response whose body is sent verbatim, e.g. broken JSON or JSON of the wrong shape."""
-    return {"kind": "malformed", "status": status, "body": body, "content_type": content_type, "delay": delay}
-
-
-def disconnect(*, delay: float = 0.0) -> Step:
-    """Close the connection without answering."""
-    return {"kind": "disconnect", "delay": delay}
-
-
-def validate_step(step: Any) -> Step:
-    if not isinstance(step, dict) or step.get("kind") not in STEP_KINDS:
-        raise ValueError(f"a step is a dict with kind in {STEP_KINDS}, got {step!r:.200}")
-    delay = step.get("delay", 0.0)
-    if not isinstance(delay, int | float) or delay < 0:
-        raise ValueError(f"step delay must be a non-negative number, got {delay!r}")
-    return step
-
 
 # -- recording -------------------------------------------------------------------------------
 
@@ -517,41 +440,6 @@ class FakeModelServer:
                 kind == "api-key" and secret == self._expected_api_key
             )
         return kind, fingerprint(secret) if secret else None, ok
-
-
-class FakeModelServerClient:
-    """Scripts a FakeModelServer running elsewhere (another process) over its control routes."""
-
-    def __init__(self, root_url: str, *, timeout: float = 10.0) -> None:
-        self.root_url = root_url.rstrip("/").removesuffix("/v1")
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - always http://127.0.0.1 in tests
-            self.root_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-            return json.loads(response.read())
-
-    def enqueue(self, *steps: Step) -> None:
-        self._call("POST", "/_script", {"steps": list(steps)})
-
-    def set_default(self, step: Step) -> None:
-        self._call("PUT", "/_default", step)
-
-    def requests(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/_requests")["requests"]
-        return result
-
-    def clear_requests(self) -> None:
-        self._call("DELETE", "/_requests")
-
-    def reset(self) -> None:
-        self._call("POST", "/_reset")
-
-    def health(self) -> bool:
-        return bool(self._call("GET", "/_health").get("ok"))
 
 
 def _load_json_arg(value: str) -> Any:

@@ -95,11 +95,11 @@ def test_scripting_over_http(server: FakeModelServer, client: openai.OpenAI) -> 
 def test_bad_steps_are_refused(server: FakeModelServer) -> None:
     with pytest.raises(ValueError, match="kind"):
         validate_step({"kind": "nonsense"})
-    request = urllib.request.Request(  # noqa: S310
+    request = urllib.request.Request(
         server.root_url + "/_script", data=json.dumps({"steps": [{"kind": "nope"}]}).encode(), method="POST"
     )
     with pytest.raises(urllib.error.HTTPError) as raised:
-        urllib.request.urlopen(request, timeout=5)  # noqa: S310
+        urllib.request.urlopen(request, timeout=5)
     assert raised.value.code == 400
     raised.value.close()
 
