@@ -34,7 +34,7 @@ from agent.openai_model import (
     get_model_client,
     reset_model_client,
 )
-from agent.settings import DECLARED_SETTINGS, get_settings, load_settings
+from agent.settings import DECLARED_SETTINGS, DEFAULT_AZURE_OPENAI_API_VERSION, get_settings, load_settings
 from tests.fakes.clock import FakeClock
 from tests.fakes.model_server import (
     ECHO_PREFIX,
@@ -479,3 +479,22 @@ def test_nothing_is_built_at_import() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def test_an_injected_token_provider_replaces_the_credential(clock: FakeClock) -> None:
+    with FakeModelServer(expected_bearer="provided-token") as server:
+        settings = load_settings({"AZURE_OPENAI_ENDPOINT": server.root_url, "AZURE_OPENAI_DEPLOYMENT": "d"})
+        with build_model_client(
+            settings, token_provider=lambda: "provided-token", sleep=clock.sleep
+        ) as model:
+            assert ask(model, "x").content == ECHO_PREFIX + "x"
+        assert server.requests[0].query == {"api-version": DEFAULT_AZURE_OPENAI_API_VERSION}
+
+
+def test_reset_closes_the_shared_client(model_env: FakeModelServer) -> None:
+    first = get_model_client()
+    reset_model_client()
+    assert openai_model._shared is None
+    assert isinstance(first, OpenAIChatModel)
+    assert first._client.is_closed()
+    assert get_model_client() is not first
