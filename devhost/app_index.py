@@ -125,7 +125,12 @@ def load_app(app_dir: Path, module_name: str = "function_app") -> list[IndexedFu
     registers = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
     if len(registers) != 1:
         raise AppLoadError(f"{path} must define exactly one FunctionApp/DFApp; found {len(registers)}")
-    indexed = [_index_function(f) for f in registers[0].get_functions()]
+    indexed = index_functions(registers[0])
     if not indexed:
         raise AppLoadError(f"{path} defines no functions")
     return indexed
+
+
+def index_functions(app: func.FunctionRegister) -> list[IndexedFunction]:
+    """Index an app object's functions. Call once per app object (the library's rule)."""
+    return [_index_function(f) for f in app.get_functions()]
