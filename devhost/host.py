@@ -10,10 +10,13 @@ finish briefly, and closes the backend cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +114,15 @@ def describe_functions(functions: list[IndexedFunction], public_url: str, prefix
     return lines
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server minus its signal handling: DevHost owns SIGINT/SIGTERM so that it
+    can shut the workers and the backend down before the process exits."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class DevHost:
     def __init__(self, options: HostOptions) -> None:
         self.options = options
@@ -124,7 +136,15 @@ class DevHost:
 
     def request_stop(self) -> None:
         if self._server is not None:
+            if self._server.should_exit:
+                self._server.force_exit = True  # a second Ctrl-C stops waiting for requests
             self._server.should_exit = True
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
 
     async def serve(self) -> None:
         app_dir = self.options.app_dir.resolve()
@@ -159,7 +179,8 @@ class DevHost:
             lifespan="on",
             timeout_graceful_shutdown=5,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
+        self._install_signal_handlers()
         driver_task = asyncio.create_task(driver.run())
         server_task = asyncio.create_task(self._server.serve())
         try:

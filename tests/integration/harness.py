@@ -113,12 +113,9 @@ class DevhostProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if self.api.request("GET", "/api/health", timeout=2).status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
+            if "devhost ready on" in self.log():
+                return self
+            time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"devhost did not become healthy in {timeout}s:\n{self.log()}")
 

@@ -1,0 +1,78 @@
+"""A small app that exercises devhost's host behaviour (not part of the product)."""
+
+import asyncio
+import os
+import threading
+
+import azure.durable_functions as df
+import azure.functions as func
+
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+barrier = threading.Barrier(3, timeout=10)
+
+
+@app.route(route="setting", methods=["GET"])
+def setting(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(os.environ.get("SAMPLE_SETTING", "unset"))
+
+
+@app.route(route="echo/{name}/{count:int}", methods=["GET", "POST"])
+async def echo(req: func.HttpRequest) -> func.HttpResponse:
+    body = {
+        "method": req.method,
+        "name": req.route_params["name"],
+        "count": int(req.route_params["count"]),
+        "q": req.params.get("q"),
+        "header": req.headers.get("x-sample"),
+        "body": req.get_body().decode(),
+    }
+    return func.HttpResponse(
+        __import__("json").dumps(body), mimetype="application/json", headers={"X-Out": "1"}
+    )
+
+
+@app.route(route="crash", methods=["GET"])
+def crash(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("sample crash")
+
+
+@app.route(route="start/{name}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def start(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
+    instance_id = await client.schedule_new_orchestration(req.route_params["name"])
+    return client.create_check_status_response(req, instance_id)
+
+
+@app.orchestration_trigger(context_name="context")
+def fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    tasks = [context.call_activity("meet", i) for i in range(3)]
+    results = yield context.task_all(tasks)
+    async_result = yield context.call_activity("async_double", 21)
+    try:
+        yield context.call_activity("explode", None)
+    except Exception as error:  # noqa: BLE001
+        return {"met": sorted(results), "double": async_result, "failure": str(error)}
+    return {"unexpected": True}
+
+
+@app.orchestration_trigger(context_name="context")
+def waits_forever(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    value = yield context.wait_for_external_event("go")
+    return value
+
+
+@app.activity_trigger(input_name="index")
+def meet(index: int) -> int:
+    barrier.wait()  # only returns when three activities run at the same time
+    return index
+
+
+@app.activity_trigger(input_name="value")
+async def async_double(value: int) -> int:
+    await asyncio.sleep(0.01)
+    return value * 2
+
+
+@app.activity_trigger(input_name="value")
+def explode(value: None) -> None:
+    raise ValueError("activity exploded")
