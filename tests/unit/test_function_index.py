@@ -1,0 +1,54 @@
+"""The app's function index: exactly the expected functions, triggers, routes and auth levels.
+
+This is what the Azure Functions Python worker reads when it indexes function_app.py, so
+a change here is a change to the deployed app's surface.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devhost.app_index import IndexedFunction, load_app
+
+REPO = Path(__file__).resolve().parents[2]
+
+EXPECTED_HTTP = {
+    "create_thread": ("threads", ("POST",), "FUNCTION"),
+    "list_threads": ("threads", ("GET",), "FUNCTION"),
+    "get_thread": ("threads/{thread_id}", ("GET",), "FUNCTION"),
+    "delete_thread": ("threads/{thread_id}", ("DELETE",), "FUNCTION"),
+    "post_message": ("threads/{thread_id}/messages", ("POST",), "FUNCTION"),
+    "list_messages": ("threads/{thread_id}/messages", ("GET",), "FUNCTION"),
+    "get_message": ("threads/{thread_id}/messages/{message_id}", ("GET",), "FUNCTION"),
+    "health": ("health", ("GET",), "ANONYMOUS"),
+}
+EXPECTED_DURABLE = {
+    "thread": ("orchestrationTrigger", "thread"),
+    "call_model": ("activityTrigger", "call_model"),
+    "history_entity": ("entityTrigger", "history"),
+    # registered by every DFApp; they back call_http
+    "BuiltIn__HttpActivity": ("activityTrigger", "BuiltIn__HttpActivity"),
+    "BuiltIn__HttpPollOrchestrator": ("orchestrationTrigger", "BuiltIn__HttpPollOrchestrator"),
+}
+
+
+def index() -> dict[str, IndexedFunction]:
+    return {f.name: f for f in load_app(REPO)}
+
+
+def test_function_app_indexes_exactly_the_expected_functions() -> None:
+    functions = index()
+    assert set(functions) == set(EXPECTED_HTTP) | set(EXPECTED_DURABLE)
+    for name, (route, methods, auth) in EXPECTED_HTTP.items():
+        function = functions[name]
+        assert function.trigger_type == "httpTrigger", name
+        assert (function.route, function.methods, (function.auth_level or "").upper()) == (route, methods, auth), name
+    for name, (trigger, durable_name) in EXPECTED_DURABLE.items():
+        assert (functions[name].trigger_type, functions[name].durable_name) == (trigger, durable_name), name
+
+
+def test_every_thread_endpoint_gets_the_durable_client_and_health_does_not() -> None:
+    functions = index()
+    for name in EXPECTED_HTTP:
+        expected = () if name == "health" else ("client",)
+        assert functions[name].client_params == expected, name
