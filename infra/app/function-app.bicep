@@ -84,7 +84,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
-      http20Enabled: true
       appSettings: [
         for setting in items(appSettings): {
           name: setting.key
