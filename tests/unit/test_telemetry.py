@@ -301,3 +301,13 @@ def test_invalid_connection_string_is_a_configuration_error(
     settings = load_settings({"APPLICATIONINSIGHTS_CONNECTION_STRING": "nonsense"})
     with pytest.raises(ConfigurationError, match="APPLICATIONINSIGHTS_CONNECTION_STRING"):
         telemetry.configure_telemetry(settings, environ={})
+
+
+def test_deployment_installs_the_distro() -> None:
+    # Azure installs requirements.txt alone; the lazily imported distro must be pinned there.
+    pins = {
+        line.split("==")[0].strip().lower()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    }
+    assert {"azure-monitor-opentelemetry", "azure-identity"} <= pins
