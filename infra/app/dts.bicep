@@ -29,6 +29,13 @@ param userPrincipalId string = ''
 param userPrincipalType string = 'User'
 
 var durableTaskDataContributorRoleId = '0ad04412-c4d5-4796-b79c-f76d14c8d402'
+var dedicatedSku = {
+  name: 'Dedicated'
+  capacity: skuCapacity
+}
+var consumptionSku = {
+  name: 'Consumption'
+}
 
 resource scheduler 'Microsoft.DurableTask/schedulers@2025-11-01' = {
   name: name
@@ -36,14 +43,7 @@ resource scheduler 'Microsoft.DurableTask/schedulers@2025-11-01' = {
   tags: tags
   properties: {
     ipAllowlist: ipAllowlist
-    sku: skuName == 'Dedicated'
-      ? {
-          name: skuName
-          capacity: skuCapacity
-        }
-      : {
-          name: skuName
-        }
+    sku: skuName == 'Dedicated' ? dedicatedSku : consumptionSku
   }
 }
 
@@ -76,4 +76,6 @@ output name string = scheduler.name
 output id string = scheduler.id
 output endpoint string = scheduler.properties.endpoint
 output taskHubName string = taskHub.name
-output dashboardUrl string = taskHub.properties.dashboardUrl
+// The task hub's own dashboard link when the API returns one, else the dashboard's front page
+// (enter the endpoint and task hub there).
+output dashboardUrl string = taskHub.properties.?dashboardUrl ?? 'https://dashboard.durabletask.io/'
