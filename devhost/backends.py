@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import grpc
 
 from devhost.connection import SchedulerConnection, parse_backend_address
+from devhost.grpc_proxy import SidecarProxy
 
 
 class Backend(Protocol):
@@ -116,31 +117,47 @@ class SqliteBackend:
 
 @dataclass
 class ExternalBackend:
-    """A sidecar devhost does not own: host:port, or a DTS connection string."""
+    """A sidecar devhost does not own, named by host:port or by a DTS connection string.
+
+    With a connection string, devhost forwards through a loopback proxy that adds TLS, the
+    Entra ID token and the task hub header, so the app's insecure durable client binding
+    reaches it exactly as it reaches the local backends.
+    """
 
     connection: SchedulerConnection
-    _started: bool = field(default=False)
+    proxied: bool = True
+    _proxy: SidecarProxy | None = field(default=None)
 
     @property
     def address(self) -> str:
-        return self.connection.address
+        return self._proxy.address if self._proxy is not None else self.connection.address
 
     @property
     def description(self) -> str:
-        return f"external backend {self.connection.describe()}"
+        via = f" via {self._proxy.address}" if self._proxy is not None else ""
+        return f"external backend {self.connection.describe()}{via}"
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return self.connection.metadata()
+        return () if self._proxy is not None else self.connection.metadata()
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
-        return self.connection.channel_credentials()
+        return None if self._proxy is not None else self.connection.channel_credentials()
 
     def start(self) -> None:
-        self._started = True
+        if self.proxied:
+            proxy = SidecarProxy(
+                self.connection.address,
+                credentials=self.connection.channel_credentials(),
+                metadata=self.connection.metadata(),
+            )
+            proxy.start()
+            self._proxy = proxy
 
     def stop(self) -> None:
-        self._started = False
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
 
 
 def make_backend(spec: str, *, db_path: Path, durability: Literal["full", "normal"]) -> Backend:
@@ -149,4 +166,6 @@ def make_backend(spec: str, *, db_path: Path, durability: Literal["full", "norma
         return SqliteBackend(db_path=db_path, durability=durability)
     if spec == "memory":
         return MemoryBackend()
-    return ExternalBackend(parse_backend_address(spec))
+    connection = parse_backend_address(spec)
+    # A bare host:port is used as it is; a connection string goes through the proxy.
+    return ExternalBackend(connection, proxied="=" in spec)
