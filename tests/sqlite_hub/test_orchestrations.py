@@ -1,0 +1,235 @@
+"""Differential tests: orchestration, activity, timer, event and continue-as-new flows."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+from durabletask.client import OrchestrationStatus
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from google.protobuf import empty_pb2
+
+from tests.sqlite_hub import workflows as wf
+from tests.sqlite_hub.conftest import Env
+
+TIMEOUT = 30
+
+
+def completed(env: Env, iid: str) -> object:
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None
+    return state
+
+
+def test_hello(env: Env) -> None:
+    with grpc.insecure_channel(env.address) as channel:
+        assert stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5) == empty_pb2.Empty()
+
+
+def test_activity_sequence(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.seq_orch, input=4, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None
+    assert state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == [0, 2, 4, 6]
+    assert json.loads(state.serialized_input or "") == 4
+
+
+def test_fan_out_fan_in(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.fan_orch, input=10, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == 90
+
+
+def test_activity_failure_fails_orchestration(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.failing_orch, input="kaput", instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.FAILED
+    assert state.failure_details is not None
+    assert "kaput" in state.failure_details.message
+
+
+def test_retry_policy(env: Env) -> None:
+    key = env.iid("flaky")
+    wf.set_flaky(key, 2)
+    iid = env.client.schedule_new_orchestration(wf.retry_orch, input=key, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == f"ok:{key}"
+
+
+def test_sub_orchestration(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.parent_orch, input=20, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == 41
+    child = env.client.get_orchestration_state(f"{iid}-child")
+    assert child is not None and child.runtime_status == OrchestrationStatus.COMPLETED
+
+
+def test_sub_orchestration_failure_propagates(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.failing_parent, input="deep", instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    output = json.loads(state.serialized_output or "")
+    assert output.startswith("caught:") and "deep" in output
+
+
+def test_durable_timer(env: Env) -> None:
+    started = time.monotonic()
+    iid = env.client.schedule_new_orchestration(wf.timer_orch, input=1.0, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert time.monotonic() - started >= 0.95
+    assert json.loads(state.serialized_output or "") >= 0.95
+
+
+def test_external_events_in_order_and_buffered(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.event_orch, input=["a", "b", "c"], instance_id=env.iid())
+    # "c" and "b" arrive before they are awaited (buffered), "a" after start.
+    env.client.raise_orchestration_event(iid, "c", data=3)
+    env.client.wait_for_orchestration_start(iid, timeout=TIMEOUT)
+    env.client.raise_orchestration_event(iid, "b", data=2)
+    env.client.raise_orchestration_event(iid, "a", data=1)
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == [1, 2, 3]
+
+
+def test_burst_of_events_none_lost(env: Env) -> None:
+    names = [f"e{i}" for i in range(25)]
+    iid = env.client.schedule_new_orchestration(wf.event_orch, input=names, instance_id=env.iid())
+    for i, name in enumerate(names):  # many arrive while a step is in flight
+        env.client.raise_orchestration_event(iid, name, data=i)
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == list(range(25))
+
+
+def test_event_or_timeout(env: Env) -> None:
+    fast = env.client.schedule_new_orchestration(wf.event_or_timeout, input=30, instance_id=env.iid())
+    slow = env.client.schedule_new_orchestration(wf.event_or_timeout, input=0.5, instance_id=env.iid())
+    env.client.wait_for_orchestration_start(fast, timeout=TIMEOUT)
+    env.client.raise_orchestration_event(fast, "approve", data=True)
+    assert json.loads(env.client.wait_for_orchestration_completion(fast, timeout=TIMEOUT).serialized_output) == (  # type: ignore[union-attr,arg-type]
+        "approved"
+    )
+    assert json.loads(env.client.wait_for_orchestration_completion(slow, timeout=TIMEOUT).serialized_output) == (  # type: ignore[union-attr,arg-type]
+        "timed out"
+    )
+
+
+def test_send_event_between_orchestrations(env: Env) -> None:
+    target = env.client.schedule_new_orchestration(wf.event_orch, input=["ping"], instance_id=env.iid("target"))
+    env.client.wait_for_orchestration_start(target, timeout=TIMEOUT)
+    sender = env.client.schedule_new_orchestration(wf.sender_orch, input=target, instance_id=env.iid("sender"))
+    state = env.client.wait_for_orchestration_completion(target, timeout=TIMEOUT)
+    assert state is not None and json.loads(state.serialized_output or "") == ["from-sender"]
+    assert env.client.wait_for_orchestration_completion(sender, timeout=TIMEOUT) is not None
+
+
+def test_continue_as_new(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.can_orch, input={"count": 0, "limit": 5}, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == 5
+    assert json.loads(state.serialized_input or "") == {"count": 5, "limit": 5}
+    # History holds only the last execution.
+    history = env.client.get_orchestration_history(iid)
+    assert sum(1 for e in history if type(e).__name__ == "ExecutionStartedEvent") == 1
+
+
+def test_continue_as_new_with_events_none_lost(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(
+        wf.can_events_orch, input={"acc": [], "limit": 12}, instance_id=env.iid()
+    )
+    for i in range(12):  # raised while the orchestration is mid-step or continuing as new
+        env.client.raise_orchestration_event(iid, "add", data=i)
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert json.loads(state.serialized_output or "") == list(range(12))
+
+
+def test_custom_status(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.custom_status_orch, instance_id=env.iid())
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        state = env.client.get_orchestration_state(iid)
+        if state is not None and state.serialized_custom_status:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert json.loads(state.serialized_custom_status) == {"stage": 1}
+    env.client.raise_orchestration_event(iid, "next")
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and json.loads(state.serialized_custom_status or "") == {"stage": 2}
+
+
+def test_tags_reach_history(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(
+        wf.seq_orch, input=1, instance_id=env.iid(), tags={"team": "agents", "tier": "dev"}
+    )
+    env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    started = [e for e in env.client.get_orchestration_history(iid) if type(e).__name__ == "ExecutionStartedEvent"]
+    assert len(started) == 1
+    assert dict(started[0].tags or {}) == {"team": "agents", "tier": "dev"}
+
+
+def test_history_shape_matches_reference(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.parent_orch, input=1, instance_id=env.iid())
+    env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    kinds = [type(e).__name__ for e in env.client.get_orchestration_history(iid)]
+    assert kinds == [
+        "OrchestratorStartedEvent", "ExecutionStartedEvent", "SubOrchestrationInstanceCreatedEvent",
+        "OrchestratorCompletedEvent", "OrchestratorStartedEvent", "SubOrchestrationInstanceCompletedEvent",
+        "OrchestratorCompletedEvent", "ExecutionCompletedEvent",
+    ]
+
+
+def test_stream_history_of_missing_instance(env: Env) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        env.client.get_orchestration_history(env.iid("missing"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_wait_for_start_and_completion_timeouts(env: Env) -> None:
+    assert env.client.get_orchestration_state(env.iid("missing")) is None
+    iid = env.client.schedule_new_orchestration(wf.wait_forever, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_start(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.RUNNING
+    with pytest.raises(TimeoutError):
+        env.client.wait_for_orchestration_completion(iid, timeout=1)
+    env.client.terminate_orchestration(iid)
+    env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+
+
+def test_raise_event_to_missing_instance(env: Env) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        env.client.raise_orchestration_event(env.iid("missing"), "x")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_get_instance_payloads(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.seq_orch, input=2, instance_id=env.iid())
+    env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    with_payloads = env.client.get_orchestration_state(iid, fetch_payloads=True)
+    without = env.client.get_orchestration_state(iid, fetch_payloads=False)
+    assert with_payloads is not None and without is not None
+    assert with_payloads.serialized_output == "[0, 2]"
+    assert without.serialized_output is None and without.serialized_input is None
+    assert with_payloads.name == "seq_orch"
+
+
+def test_raw_start_and_get(env: Env) -> None:
+    with grpc.insecure_channel(env.address) as channel:
+        stub = stubs.TaskHubSidecarServiceStub(channel)
+        iid = env.iid("raw")
+        res = stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name="seq_orch"), timeout=5)
+        assert res.instanceId == iid
+        done = stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId=iid, getInputsAndOutputs=True),
+                                              timeout=TIMEOUT)
+        assert done.exists and done.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
