@@ -42,7 +42,8 @@ def test_function_app_indexes_exactly_the_expected_functions() -> None:
     for name, (route, methods, auth) in EXPECTED_HTTP.items():
         function = functions[name]
         assert function.trigger_type == "httpTrigger", name
-        assert (function.route, function.methods, (function.auth_level or "").upper()) == (route, methods, auth), name
+        actual = (function.route, function.methods, (function.auth_level or "").upper())
+        assert actual == (route, methods, auth), name
     for name, (trigger, durable_name) in EXPECTED_DURABLE.items():
         assert (functions[name].trigger_type, functions[name].durable_name) == (trigger, durable_name), name
 

@@ -62,15 +62,13 @@ async def entity_entries(client: AsyncTaskHubGrpcClient, thread_id: str) -> list
     return list(json.loads(raw)["entries"]) if raw else []
 
 
-async def wait_for(check: Any, timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
+async def wait_for(check: Any) -> Any:
+    async with asyncio.timeout(20):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(0.02)
 
 
 async def converse() -> tuple[list[dict[str, Any]], RecordingInvoker, dict[str, Any]]:
