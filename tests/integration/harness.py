@@ -106,6 +106,7 @@ class DevhostProcess:
         command += ["--backend", self.backend]
         if self.db_path is not None:
             command += ["--db", str(self.db_path)]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -113,7 +114,7 @@ class DevhostProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.log()}")
-            if "devhost ready on" in self.log():
+            if "devhost ready on" in self.log()[offset:]:
                 return self
             time.sleep(0.05)
         self.kill()

@@ -50,7 +50,7 @@ def fan_out(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped
     async_result = yield context.call_activity("async_double", 21)
     try:
         yield context.call_activity("explode", None)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         return {"met": sorted(results), "double": async_result, "failure": str(error)}
     return {"unexpected": True}
 
