@@ -76,3 +76,18 @@ async def async_double(value: int) -> int:
 @app.activity_trigger(input_name="value")
 def explode(value: None) -> None:
     raise ValueError("activity exploded")
+
+
+@app.orchestration_trigger(context_name="context")
+def sleeper(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    seconds = context.get_input() or 3
+    fire_at = context.current_utc_datetime + __import__("datetime").timedelta(seconds=seconds)
+    yield context.create_timer(fire_at)
+    return {"fire_at": fire_at.isoformat(), "woke_at": context.current_utc_datetime.isoformat()}
+
+
+@app.route(route="sleep/{seconds:int}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def sleep(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
+    instance_id = await client.schedule_new_orchestration("sleeper", input=int(req.route_params["seconds"]))
+    return client.create_check_status_response(req, instance_id)

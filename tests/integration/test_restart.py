@@ -1,0 +1,67 @@
+"""State survives devhost restarts on the SQLite task hub: conversations and durable timers."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.fakes.model_server import FakeModelServer
+from tests.integration.conftest import model_env, unique
+from tests.integration.harness import DevhostProcess, wait_until
+from tests.integration.test_devhost import SAMPLE
+
+
+def test_a_conversation_continues_after_a_restart(tmp_path: Path, model: FakeModelServer) -> None:
+    db = tmp_path / "hub.db"
+    first = DevhostProcess(tmp_path / "a.log", backend="sqlite", db_path=db, env=model_env(model)).start()
+    thread = unique("restart")
+    try:
+        assert first.api.post("/api/threads", {"thread_id": thread}).status == 201
+        assert (
+            first.api.post(f"/api/threads/{thread}/messages?wait=30", {"content": "remember 42"}).status
+            == 200
+        )
+    finally:
+        assert first.stop() == 0
+
+    second = DevhostProcess(tmp_path / "b.log", backend="sqlite", db_path=db, env=model_env(model)).start()
+    try:
+        reply = second.api.post(f"/api/threads/{thread}/messages?wait=30", {"content": "what number?"})
+        assert reply.status == 200 and reply.json["reply"]["content"] == "echo: what number?"
+        sent = [m["content"] for m in model.requests[-1].messages]
+        assert sent[1:] == ["remember 42", "echo: remember 42", "what number?"]
+        assert second.api.get(f"/api/threads/{thread}").json["turn"] == 2
+    finally:
+        assert second.stop() == 0
+
+
+def test_a_durable_timer_set_before_a_restart_fires_after_it_on_time(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    first = DevhostProcess(tmp_path / "a.log", backend="sqlite", db_path=db, app_dir=SAMPLE).start()
+    try:
+        started = first.api.post("/v1/sleep/4")
+        assert started.status == 202
+        status_path = started.json["statusQueryGetUri"][len(first.api.base_url) :]
+        wait_until(lambda: first.api.get(status_path).json["runtimeStatus"] == "Running", what="timer set")
+    finally:
+        assert first.stop() == 0
+    stopped_at = time.time()
+
+    second = DevhostProcess(tmp_path / "b.log", backend="sqlite", db_path=db, app_dir=SAMPLE).start()
+    try:
+        assert second.api.get(status_path).json["runtimeStatus"] == "Running"  # not fired early
+        done = wait_until(
+            lambda: (r := second.api.get(status_path)).status == 200 and r.json,
+            timeout=30,
+            what="timer to fire",
+        )
+        completed_at = time.time()
+    finally:
+        assert second.stop() == 0
+    assert done["runtimeStatus"] == "Completed"
+    fire_at = datetime.fromisoformat(done["output"]["fire_at"]).replace(tzinfo=UTC).timestamp()
+    woke_at = datetime.fromisoformat(done["output"]["woke_at"]).replace(tzinfo=UTC).timestamp()
+    assert woke_at >= fire_at  # never early
+    assert completed_at - fire_at < 3.0, "fired promptly after its time"
+    assert stopped_at < fire_at  # the timer really was pending while devhost was down
