@@ -50,6 +50,13 @@ class PayloadTooLargeError(InvalidInputError):
     http_status = 413
 
 
+class UnauthorizedError(DurableAgentError):
+    """The request carries no signed-in principal where one is required."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class NotFoundError(DurableAgentError):
     """The thread (or message) does not exist."""
 

@@ -38,6 +38,9 @@ DECLARED_SETTINGS: dict[str, str] = {
     "MODEL_MAX_OUTPUT_TOKENS": "cap on reply tokens (default: the model's own)",
     "CONTEXT_WINDOW_BYTES": "bytes of history sent to the model per turn (default 48000)",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "turns on OpenTelemetry export to Application Insights",
+    "TRUST_CLIENT_PRINCIPAL_HEADER": (
+        "`true` behind App Service Authentication: threads belong to the signed-in principal"
+    ),
 }
 
 ProviderName = Literal["azure", "openai"]
@@ -74,6 +77,7 @@ class Settings:
     max_output_tokens: int | None
     context_window_bytes: int
     applicationinsights_connection_string: str | None
+    trust_client_principal_header: bool = False
 
     def require_model(self) -> AzureOpenAISettings | OpenAICompatibleSettings:
         if self.model is None:
@@ -103,6 +107,13 @@ def _number[N: (int, float)](
     if not low <= value <= high:
         raise ConfigurationError(f"{name}={raw} is out of range; use {low} to {high}.")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (_text(env, name) or "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"{name}={raw!r} is not a boolean; use true or false.")
+    return raw in ("true", "1", "yes")
 
 
 def _model_settings(env: Mapping[str, str]) -> AzureOpenAISettings | OpenAICompatibleSettings | None:
@@ -160,6 +171,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ),
         context_window_bytes=_number(env, "CONTEXT_WINDOW_BYTES", int, 48_000, 1_000, 10_000_000),
         applicationinsights_connection_string=_text(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        trust_client_principal_header=_flag(env, "TRUST_CLIENT_PRINCIPAL_HEADER"),
     )
 
 

@@ -79,6 +79,8 @@ class ThreadState:
     system_prompt: str = ""
     context_window_bytes: int = 48_000
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: the principal that created the thread, when App Service Authentication is trusted
+    owner: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -100,6 +102,7 @@ class ThreadState:
             system_prompt=str(data.get("system_prompt") or ""),
             context_window_bytes=int(data.get("context_window_bytes") or 48_000),
             metadata=dict(data.get("metadata") or {}),
+            owner=data.get("owner") if isinstance(data.get("owner"), str) else None,
         )
 
     def after_turn(self, message_id: str, outcome: ThreadStateName) -> ThreadState:

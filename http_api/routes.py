@@ -13,7 +13,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from agent.errors import InvalidInputError, PayloadTooLargeError
+from agent.errors import InvalidInputError, PayloadTooLargeError, UnauthorizedError
 from agent.settings import get_settings
 from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_id
 from http_api.problems import handle_errors, json_response
@@ -64,6 +64,20 @@ def _thread_id(req: func.HttpRequest) -> str:
     return check_id(req.route_params.get("thread_id"), "The thread id")
 
 
+PRINCIPAL_HEADER = "x-ms-client-principal-id"
+
+
+def _service(req: func.HttpRequest, client: df.DurableFunctionsClient) -> ThreadService:
+    """The thread service for this caller: scoped to the signed-in principal when App Service
+    Authentication fronts the app (only then is its header trustworthy)."""
+    if not get_settings().trust_client_principal_header:
+        return ThreadService(client)
+    principal = req.headers.get(PRINCIPAL_HEADER)
+    if not principal:
+        raise UnauthorizedError("Sign in first: this app serves threads only to authenticated callers.")
+    return ThreadService(client, principal)
+
+
 def _links(thread_id: str) -> dict[str, str]:
     return {"status_url": f"/api/threads/{thread_id}", "messages_url": f"/api/threads/{thread_id}/messages"}
 
@@ -81,7 +95,7 @@ async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient
         raise InvalidInputError("'metadata' must be a JSON object.")
     if len(json.dumps(metadata).encode()) > MAX_METADATA_BYTES:
         raise PayloadTooLargeError(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes.")
-    summary = await ThreadService(client).create(thread_id, metadata, get_settings())
+    summary = await _service(req, client).create(thread_id, metadata, get_settings())
     links = _links(thread_id)
     return json_response({**summary.to_dict(), **links}, 201, headers={"Location": links["status_url"]})
 
@@ -91,7 +105,7 @@ async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient
 @handle_errors
 async def list_threads(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     limit = _query_int(req, "limit", 50, 1, 200)
-    threads, token = await ThreadService(client).list(limit, req.params.get("continuation_token"))
+    threads, token = await _service(req, client).list(limit, req.params.get("continuation_token"))
     return json_response({"threads": [t.to_dict() for t in threads], "continuation_token": token})
 
 
@@ -100,7 +114,7 @@ async def list_threads(req: func.HttpRequest, client: df.DurableFunctionsClient)
 @handle_errors
 async def get_thread(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     thread_id = _thread_id(req)
-    summary = await ThreadService(client).get(thread_id)
+    summary = await _service(req, client).get(thread_id)
     return json_response({**summary.to_dict(), **_links(thread_id)})
 
 
@@ -108,7 +122,7 @@ async def get_thread(req: func.HttpRequest, client: df.DurableFunctionsClient) -
 @bp.durable_client_input(client_name="client")
 @handle_errors
 async def delete_thread(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
-    await ThreadService(client).delete(_thread_id(req))
+    await _service(req, client).delete(_thread_id(req))
     return func.HttpResponse(status_code=204)
 
 
@@ -124,7 +138,7 @@ async def post_message(req: func.HttpRequest, client: df.DurableFunctionsClient)
     content = check_content(body["content"])
     raw_id = body.get("message_id")
     message_id = check_id(raw_id, "'message_id'") if raw_id is not None else uuid.uuid4().hex
-    service = ThreadService(client)
+    service = _service(req, client)
     await service.post_message(thread_id, UserMessage(id=message_id, content=content, sent_at=utc_now()))
     reply_url = f"/api/threads/{thread_id}/messages/{message_id}"
     accepted = {"thread_id": thread_id, "message_id": message_id, "reply_url": reply_url}
@@ -142,7 +156,7 @@ async def list_messages(req: func.HttpRequest, client: df.DurableFunctionsClient
     thread_id = _thread_id(req)
     after = _query_int(req, "after", 0, 0, 2**62)
     limit = _query_int(req, "limit", 50, 1, 200)
-    page = await ThreadService(client).messages(thread_id, after, limit)
+    page = await _service(req, client).messages(thread_id, after, limit)
     return json_response(
         {"thread_id": thread_id, "messages": page["entries"], "next_after": page["next_after"]}
     )
@@ -155,7 +169,7 @@ async def get_message(req: func.HttpRequest, client: df.DurableFunctionsClient) 
     thread_id = _thread_id(req)
     message_id = check_id(req.route_params.get("message_id"), "The message id")
     wait = _query_int(req, "wait", 0, 0, MAX_WAIT_SECONDS)
-    service = ThreadService(client)
+    service = _service(req, client)
     found = await (
         service.wait_for_reply(thread_id, message_id, wait) if wait else service.reply(thread_id, message_id)
     )

@@ -103,8 +103,12 @@ class ThreadSummary:
 
 
 class ThreadService:
-    def __init__(self, client: AsyncTaskHubGrpcClient) -> None:
+    """Thread operations for one caller. With a `principal` (App Service Authentication),
+    the caller sees and changes only the threads it created."""
+
+    def __init__(self, client: AsyncTaskHubGrpcClient, principal: str | None = None) -> None:
         self._client = client
+        self._principal = principal
 
     def _entity(self, thread_id: str) -> EntityInstanceId:
         return EntityInstanceId(ENTITY_NAME, thread_id)
@@ -112,9 +116,15 @@ class ThreadService:
     async def _instance(self, thread_id: str) -> OrchestrationState:
         async with backend_errors():
             state = await self._client.get_orchestration_state(thread_id, fetch_payloads=True)
-        if state is None or state.name != ORCHESTRATION_NAME:
+        if state is None or state.name != ORCHESTRATION_NAME or not self._owns(state):
+            # Someone else's thread is reported exactly like a missing one.
             raise NotFoundError(f"Thread '{thread_id}' does not exist.")
         return state
+
+    def _owns(self, state: OrchestrationState) -> bool:
+        if self._principal is None:
+            return True
+        return ThreadState.from_input(json.loads(state.serialized_input or "null")).owner == self._principal
 
     async def _history(self, thread_id: str) -> history.HistoryState:
         async with backend_errors():
@@ -148,6 +158,7 @@ class ThreadService:
             system_prompt=settings.system_prompt,
             context_window_bytes=settings.context_window_bytes,
             metadata=metadata,
+            owner=self._principal,
         )
         async with backend_errors():
             await self._client.schedule_new_orchestration(
@@ -181,7 +192,7 @@ class ThreadService:
         async with backend_errors():
             response = await self._client._get_stub().QueryInstances(request)
         states = [self._state_from_proto(s) for s in response.orchestrationState]
-        threads = [self._summary(s, None) for s in states if s.name == ORCHESTRATION_NAME]
+        threads = [self._summary(s, None) for s in states if s.name == ORCHESTRATION_NAME and self._owns(s)]
         next_token = response.continuationToken.value if response.HasField("continuationToken") else ""
         return threads, encode_token(next_token) if next_token else None
 

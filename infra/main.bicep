@@ -166,6 +166,7 @@ module functionApp 'app/function-app.bicep' = {
     openAiApiVersion: openAiApiVersion
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
+    trustClientPrincipal: enableAuth
   }
 }
 

@@ -21,6 +21,8 @@ param openAiEndpoint string
 param openAiDeploymentName string
 param openAiApiVersion string
 param runtimeVersion string = '3.13'
+@description('True when App Service Authentication fronts the app: the app then trusts X-MS-CLIENT-PRINCIPAL-ID for thread ownership.')
+param trustClientPrincipal bool = false
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -50,6 +52,8 @@ var appSettings = {
   AZURE_OPENAI_ENDPOINT: openAiEndpoint
   AZURE_OPENAI_DEPLOYMENT: openAiDeploymentName
   AZURE_OPENAI_API_VERSION: openAiApiVersion
+  // Thread ownership from App Service Authentication's principal header (only when it is on).
+  TRUST_CLIENT_PRINCIPAL_HEADER: trustClientPrincipal ? 'true' : 'false'
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

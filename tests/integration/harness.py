@@ -57,11 +57,14 @@ class Api:
         *,
         raw: bytes | None = None,
         timeout: float = 150.0,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return Reply(

@@ -68,6 +68,13 @@ def test_bad_values_fail_fast_naming_the_variable(env: dict[str, str], message: 
         load_settings(env)
 
 
+def test_principal_header_trust_is_an_explicit_boolean() -> None:
+    assert load_settings({}).trust_client_principal_header is False
+    assert load_settings({"TRUST_CLIENT_PRINCIPAL_HEADER": "true"}).trust_client_principal_header is True
+    with pytest.raises(ConfigurationError, match="TRUST_CLIENT_PRINCIPAL_HEADER"):
+        load_settings({"TRUST_CLIENT_PRINCIPAL_HEADER": "maybe"})
+
+
 def test_every_variable_read_is_declared() -> None:
     import inspect
 
