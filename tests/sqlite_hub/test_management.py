@@ -97,7 +97,9 @@ def test_terminate_pending_scheduled_instance(env: Env) -> None:
 
 def test_scheduled_start(env: Env) -> None:
     start_at = datetime.now(UTC) + timedelta(seconds=1.5)
-    iid = env.client.schedule_new_orchestration(wf.seq_orch, input=1, instance_id=env.iid(), start_at=start_at)
+    iid = env.client.schedule_new_orchestration(
+        wf.seq_orch, input=1, instance_id=env.iid(), start_at=start_at
+    )
     state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
     assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
     if env.is_sqlite:
@@ -132,7 +134,10 @@ def test_suspend_missing_instance(env: Env) -> None:
 def test_query_instances_filters_and_paging(env: Env) -> None:
     prefix = env.iid("q")
     before = datetime.now(UTC) - timedelta(seconds=1)
-    ids = [env.client.schedule_new_orchestration(wf.seq_orch, input=1, instance_id=f"{prefix}-{i}") for i in range(5)]
+    ids = [
+        env.client.schedule_new_orchestration(wf.seq_orch, input=1, instance_id=f"{prefix}-{i}")
+        for i in range(5)
+    ]
     for iid in ids:
         env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
     running = env.client.schedule_new_orchestration(wf.wait_forever, instance_id=f"{prefix}-running")
@@ -165,7 +170,10 @@ def test_query_instances_filters_and_paging(env: Env) -> None:
 
 
 def test_list_instance_ids_paging(env: Env) -> None:
-    ids = [env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid("l")) for _ in range(5)]
+    ids = [
+        env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid("l"))
+        for _ in range(5)
+    ]
     for iid in ids:
         env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
     failed = env.client.schedule_new_orchestration(wf.failing_orch, input="x", instance_id=env.iid("f"))
@@ -217,7 +225,10 @@ def test_purge_recursive(env: Env) -> None:
 
 def test_purge_by_filter(env: Env) -> None:
     start = datetime.now(UTC) - timedelta(seconds=1)
-    done = [env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid("p")) for _ in range(3)]
+    done = [
+        env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid("p"))
+        for _ in range(3)
+    ]
     failed = env.client.schedule_new_orchestration(wf.failing_orch, input="x", instance_id=env.iid("pf"))
     for iid in [*done, failed]:
         env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)

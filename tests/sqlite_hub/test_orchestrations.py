@@ -26,7 +26,9 @@ def completed(env: Env, iid: str) -> object:
 
 def test_hello(env: Env) -> None:
     with grpc.insecure_channel(env.address) as channel:
-        assert stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5) == empty_pb2.Empty()
+        assert (
+            stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5) == empty_pb2.Empty()
+        )
 
 
 def test_activity_sequence(env: Env) -> None:
@@ -115,25 +117,35 @@ def test_event_or_timeout(env: Env) -> None:
     slow = env.client.schedule_new_orchestration(wf.event_or_timeout, input=0.5, instance_id=env.iid())
     env.client.wait_for_orchestration_start(fast, timeout=TIMEOUT)
     env.client.raise_orchestration_event(fast, "approve", data=True)
-    assert json.loads(env.client.wait_for_orchestration_completion(fast, timeout=TIMEOUT).serialized_output) == (  # type: ignore[union-attr,arg-type]
+    assert json.loads(
+        env.client.wait_for_orchestration_completion(fast, timeout=TIMEOUT).serialized_output
+    ) == (  # type: ignore[union-attr,arg-type]
         "approved"
     )
-    assert json.loads(env.client.wait_for_orchestration_completion(slow, timeout=TIMEOUT).serialized_output) == (  # type: ignore[union-attr,arg-type]
+    assert json.loads(
+        env.client.wait_for_orchestration_completion(slow, timeout=TIMEOUT).serialized_output
+    ) == (  # type: ignore[union-attr,arg-type]
         "timed out"
     )
 
 
 def test_send_event_between_orchestrations(env: Env) -> None:
-    target = env.client.schedule_new_orchestration(wf.event_orch, input=["ping"], instance_id=env.iid("target"))
+    target = env.client.schedule_new_orchestration(
+        wf.event_orch, input=["ping"], instance_id=env.iid("target")
+    )
     env.client.wait_for_orchestration_start(target, timeout=TIMEOUT)
-    sender = env.client.schedule_new_orchestration(wf.sender_orch, input=target, instance_id=env.iid("sender"))
+    sender = env.client.schedule_new_orchestration(
+        wf.sender_orch, input=target, instance_id=env.iid("sender")
+    )
     state = env.client.wait_for_orchestration_completion(target, timeout=TIMEOUT)
     assert state is not None and json.loads(state.serialized_output or "") == ["from-sender"]
     assert env.client.wait_for_orchestration_completion(sender, timeout=TIMEOUT) is not None
 
 
 def test_continue_as_new(env: Env) -> None:
-    iid = env.client.schedule_new_orchestration(wf.can_orch, input={"count": 0, "limit": 5}, instance_id=env.iid())
+    iid = env.client.schedule_new_orchestration(
+        wf.can_orch, input={"count": 0, "limit": 5}, instance_id=env.iid()
+    )
     state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
     assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
     assert json.loads(state.serialized_output or "") == 5
@@ -174,7 +186,9 @@ def test_tags_reach_history(env: Env) -> None:
         wf.seq_orch, input=1, instance_id=env.iid(), tags={"team": "agents", "tier": "dev"}
     )
     env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
-    started = [e for e in env.client.get_orchestration_history(iid) if type(e).__name__ == "ExecutionStartedEvent"]
+    started = [
+        e for e in env.client.get_orchestration_history(iid) if type(e).__name__ == "ExecutionStartedEvent"
+    ]
     assert len(started) == 1
     assert dict(started[0].tags or {}) == {"team": "agents", "tier": "dev"}
 
@@ -184,9 +198,14 @@ def test_history_shape_matches_reference(env: Env) -> None:
     env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
     kinds = [type(e).__name__ for e in env.client.get_orchestration_history(iid)]
     assert kinds == [
-        "OrchestratorStartedEvent", "ExecutionStartedEvent", "SubOrchestrationInstanceCreatedEvent",
-        "OrchestratorCompletedEvent", "OrchestratorStartedEvent", "SubOrchestrationInstanceCompletedEvent",
-        "OrchestratorCompletedEvent", "ExecutionCompletedEvent",
+        "OrchestratorStartedEvent",
+        "ExecutionStartedEvent",
+        "SubOrchestrationInstanceCreatedEvent",
+        "OrchestratorCompletedEvent",
+        "OrchestratorStartedEvent",
+        "SubOrchestrationInstanceCompletedEvent",
+        "OrchestratorCompletedEvent",
+        "ExecutionCompletedEvent",
     ]
 
 
@@ -230,6 +249,7 @@ def test_raw_start_and_get(env: Env) -> None:
         iid = env.iid("raw")
         res = stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name="seq_orch"), timeout=5)
         assert res.instanceId == iid
-        done = stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId=iid, getInputsAndOutputs=True),
-                                              timeout=TIMEOUT)
+        done = stub.WaitForInstanceCompletion(
+            pb.GetInstanceRequest(instanceId=iid, getInputsAndOutputs=True), timeout=TIMEOUT
+        )
         assert done.exists and done.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED

@@ -220,9 +220,27 @@ def relay(ctx: EntityContext, value: Any) -> None:
 
 
 ORCHESTRATORS = [
-    seq_orch, fan_orch, failing_orch, retry_orch, flaky_orch, child_orch, parent_orch, failing_parent,
-    flaky_parent, timer_orch, event_orch, event_or_timeout, can_orch, can_events_orch, custom_status_orch,
-    wait_forever, parent_waiting, sender_orch, entity_orch, lock_orch, entity_error_orch,
+    seq_orch,
+    fan_orch,
+    failing_orch,
+    retry_orch,
+    flaky_orch,
+    child_orch,
+    parent_orch,
+    failing_parent,
+    flaky_parent,
+    timer_orch,
+    event_orch,
+    event_or_timeout,
+    can_orch,
+    can_events_orch,
+    custom_status_orch,
+    wait_forever,
+    parent_waiting,
+    sender_orch,
+    entity_orch,
+    lock_orch,
+    entity_error_orch,
 ]
 ACTIVITIES = [double, fail_activity, flaky]
 
