@@ -47,6 +47,7 @@ class TaskHub:
         self.signals = timers.Signals()
         self.max_history = max_history
         self._streams: dict[int, Stream] = {}
+        self.steps_applied = 0  # orchestration steps committed (for the benchmark)
 
     # -- transactions --------------------------------------------------------------------
 
@@ -112,6 +113,7 @@ class TaskHub:
             lease = self._lease(response.completionToken, "orchestration", response.instanceId)
             try:
                 self.write(lambda tx: self._apply_step(tx, lease, response))
+                self.steps_applied += 1
             except steps.HistoryTooLarge as exc:
                 message = str(exc)
                 # The reference leaves such an instance stuck; failing it (as Azure Durable
