@@ -15,7 +15,8 @@ import azure.durable_functions as df
 
 from agent.model import ModelClient, ModelReply, ModelRequest
 from agent.openai_model import get_model_client
-from agent.telemetry import model_call_span
+from agent.settings import get_settings
+from agent.telemetry import configure_telemetry, model_call_span
 
 ACTIVITY_NAME = "call_model"
 
@@ -47,6 +48,7 @@ def call_model(request: ModelRequest, client: ModelClient) -> ModelReply:
 @bp.activity_trigger(input_name="request", activity=ACTIVITY_NAME)
 def call_model_trigger(request: dict) -> dict:  # type: ignore[type-arg]
     """Trigger adapter: decode the request, call the process-wide model client, encode the reply."""
+    configure_telemetry(get_settings())
     parsed = ModelRequest.from_dict(request)
     client = get_model_client()  # raises ModelNotConfiguredError when no model is configured
     result: dict[str, Any] = call_model(parsed, client).to_dict()

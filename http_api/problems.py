@@ -7,6 +7,7 @@ becomes a 500 whose detail never exposes internals.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -17,6 +18,8 @@ from typing import Any
 import azure.functions as func
 
 from agent.errors import DurableAgentError
+from agent.settings import get_settings
+from agent.telemetry import configure_telemetry, http_request_span
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +50,36 @@ def problem(status: int, detail: str, *, code: str | None = None, **extra: Any) 
 Handler = Callable[..., Awaitable[func.HttpResponse]]
 
 
-def handle_errors(handler: Handler) -> Handler:
+def _ensure_telemetry() -> None:
+    # A bad setting surfaces as the handler's own problem response, not here.
+    with contextlib.suppress(DurableAgentError):
+        configure_telemetry(get_settings())
+
+
+def handle_errors(handler: Handler, route: str) -> Handler:
+    """Wrap a handler: problem details for errors, and one telemetry span per request."""
+
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
-        try:
-            return await handler(*args, **kwargs)
-        except DurableAgentError as error:
-            if error.http_status >= 500:
-                logger.warning("%s failed: %s", handler.__name__, error.message)
-            return problem(error.http_status, error.message, code=error.code)
-        except Exception:
-            logger.exception("%s failed unexpectedly", handler.__name__)
-            return problem(
-                500, "The server hit an unexpected error; see the host log for details.", code="internal"
-            )
+        request = next((a for a in (*args, *kwargs.values()) if isinstance(a, func.HttpRequest)), None)
+        _ensure_telemetry()
+        with http_request_span(request.method if request else "HTTP", route) as span:
+            response = await _respond(handler, args, kwargs)
+            span.status_code = response.status_code
+            return response
 
     return wrapper
+
+
+async def _respond(handler: Handler, args: Any, kwargs: Any) -> func.HttpResponse:
+    try:
+        return await handler(*args, **kwargs)
+    except DurableAgentError as error:
+        if error.http_status >= 500:
+            logger.warning("%s failed: %s", handler.__name__, error.message)
+        return problem(error.http_status, error.message, code=error.code)
+    except Exception:
+        logger.exception("%s failed unexpectedly", handler.__name__)
+        return problem(
+            500, "The server hit an unexpected error; see the host log for details.", code="internal"
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import azure.durable_functions as df
@@ -24,6 +25,23 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_WAIT_SECONDS = 120
 
 bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+Handler = Callable[..., Awaitable[func.HttpResponse]]
+
+
+def endpoint(
+    route: str, method: str, *, client: bool = True, auth_level: func.AuthLevel | None = None
+) -> Callable[[Handler], Any]:
+    """Register a handler: HTTP trigger, durable client binding, problem details, tracing."""
+
+    def register(handler: Handler) -> Any:
+        wrapped: Any = handle_errors(handler, route)
+        if client:
+            wrapped = bp.durable_client_input(client_name="client")(wrapped)
+        return bp.route(route=route, methods=[method], auth_level=auth_level)(wrapped)
+
+    return register
 
 
 def _body(req: func.HttpRequest, *, required: bool) -> dict[str, Any]:
@@ -82,9 +100,7 @@ def _links(thread_id: str) -> dict[str, str]:
     return {"status_url": f"/api/threads/{thread_id}", "messages_url": f"/api/threads/{thread_id}/messages"}
 
 
-@bp.route(route="threads", methods=["POST"])
-@bp.durable_client_input(client_name="client")
-@handle_errors
+@endpoint("threads", "POST")
 async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     body = _body(req, required=False)
     thread_id = (
@@ -100,35 +116,27 @@ async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient
     return json_response({**summary.to_dict(), **links}, 201, headers={"Location": links["status_url"]})
 
 
-@bp.route(route="threads", methods=["GET"])
-@bp.durable_client_input(client_name="client")
-@handle_errors
+@endpoint("threads", "GET")
 async def list_threads(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     limit = _query_int(req, "limit", 50, 1, 200)
     threads, token = await _service(req, client).list(limit, req.params.get("continuation_token"))
     return json_response({"threads": [t.to_dict() for t in threads], "continuation_token": token})
 
 
-@bp.route(route="threads/{thread_id}", methods=["GET"])
-@bp.durable_client_input(client_name="client")
-@handle_errors
+@endpoint("threads/{thread_id}", "GET")
 async def get_thread(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     thread_id = _thread_id(req)
     summary = await _service(req, client).get(thread_id)
     return json_response({**summary.to_dict(), **_links(thread_id)})
 
 
-@bp.route(route="threads/{thread_id}", methods=["DELETE"])
-@bp.durable_client_input(client_name="client")
-@handle_errors
+@endpoint("threads/{thread_id}", "DELETE")
 async def delete_thread(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     await _service(req, client).delete(_thread_id(req))
     return func.HttpResponse(status_code=204)
 
 
-@bp.route(route="threads/{thread_id}/messages", methods=["POST"])
-@bp.durable_client_input(client_name="client")
-@handle_errors
+@endpoint("threads/{thread_id}/messages", "POST")
 async def post_message(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     thread_id = _thread_id(req)
     wait = _query_int(req, "wait", 0, 0, MAX_WAIT_SECONDS)
@@ -149,9 +157,7 @@ async def post_message(req: func.HttpRequest, client: df.DurableFunctionsClient)
     return json_response({**accepted, "status": "queued"}, 202, headers={"Location": reply_url})
 
 
-@bp.route(route="threads/{thread_id}/messages", methods=["GET"])
-@bp.durable_client_input(client_name="client")
-@handle_errors
+@endpoint("threads/{thread_id}/messages", "GET")
 async def list_messages(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     thread_id = _thread_id(req)
     after = _query_int(req, "after", 0, 0, 2**62)
@@ -162,9 +168,7 @@ async def list_messages(req: func.HttpRequest, client: df.DurableFunctionsClient
     )
 
 
-@bp.route(route="threads/{thread_id}/messages/{message_id}", methods=["GET"])
-@bp.durable_client_input(client_name="client")
-@handle_errors
+@endpoint("threads/{thread_id}/messages/{message_id}", "GET")
 async def get_message(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     thread_id = _thread_id(req)
     message_id = check_id(req.route_params.get("message_id"), "The message id")
@@ -176,8 +180,7 @@ async def get_message(req: func.HttpRequest, client: df.DurableFunctionsClient) 
     return json_response(found)
 
 
-@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-@handle_errors
+@endpoint("health", "GET", client=False, auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
     return json_response({"status": "ok", "model_configured": settings.model is not None})
