@@ -236,14 +236,14 @@ class ThreadService:
 
     async def wait_for_reply(self, thread_id: str, message_id: str, seconds: float) -> dict[str, Any]:
         deadline = time.monotonic() + seconds
-        delay = 0.05
+        delay = 0.01
         while True:
             found = await self.reply(thread_id, message_id)
             remaining = deadline - time.monotonic()
             if found["status"] in ("answered", "failed") or remaining <= 0:
                 return found
             await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.5, 0.25)
 
     async def delete(self, thread_id: str) -> None:
         instance = await self._instance(thread_id)

@@ -102,6 +102,7 @@ class DevhostProcess:
         self.app_dir = app_dir
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []
         self.api = Api(f"http://127.0.0.1:{self.port}")
 
     def start(self, timeout: float = 30.0) -> DevhostProcess:
@@ -109,6 +110,7 @@ class DevhostProcess:
         command += ["--backend", self.backend]
         if self.db_path is not None:
             command += ["--db", str(self.db_path)]
+        command += self.extra_args
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
