@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.model_server import FakeModelServer  # noqa: E402
-from tests.integration.conftest import model_env  # noqa: E402
-from tests.integration.harness import DevhostProcess  # noqa: E402
+from tests.fakes.model_server import FakeModelServer
+from tests.integration.conftest import model_env
+from tests.integration.harness import DevhostProcess
 
 BACKENDS = [("memory", "normal"), ("sqlite", "normal"), ("sqlite", "full")]
 
@@ -80,9 +80,10 @@ def main() -> int:
                 results.setdefault(name, []).append(statistics.median(samples))
                 inner.setdefault(name, []).append(statistics.median(inside))
                 p90 = statistics.quantiles(samples, n=10)[-1]
+                http_median, inside_median = statistics.median(samples), statistics.median(inside)
                 print(
-                    f"run {run + 1} {name:14s} HTTP median {statistics.median(samples):7.1f} ms  p90 {p90:7.1f} ms"
-                    f"  | user entry -> reply entry {statistics.median(inside):6.1f} ms"
+                    f"run {run + 1} {name:14s} HTTP median {http_median:7.1f} ms  p90 {p90:7.1f} ms"
+                    f"  | user entry -> reply entry {inside_median:6.1f} ms"
                 )
     base = statistics.median(results["memory"])
     base_inner = statistics.median(inner["memory"])

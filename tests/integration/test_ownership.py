@@ -4,7 +4,6 @@ the principal that created it; others see it as missing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
