@@ -55,7 +55,7 @@ def _free_port() -> int:
 
 
 def _run(address: str, runs: int, warmup: int) -> list[float]:
-    worker = TaskHubGrpcWorker(host_address=address)
+    worker: Any = TaskHubGrpcWorker(host_address=address)  # start/stop are unannotated upstream
     worker.add_orchestrator(bench_orchestration)
     worker.add_activity(bench_activity)
     worker.start()
@@ -85,7 +85,7 @@ def _summarise(name: str, times: list[float]) -> Result:
 
 def bench_memory(runs: int, warmup: int) -> Result:
     port = _free_port()
-    backend = create_test_backend(port=port)
+    backend: Any = create_test_backend(port=port)
     try:
         return _summarise("memory", _run(f"127.0.0.1:{port}", runs, warmup))
     finally:
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         for bench in benches:
             results.append(bench())
     print(
-        f"simple orchestration (1 activity, 2 orchestration steps), {args.runs} runs after {args.warmup} warm-up"
+        "simple orchestration (1 activity, 2 orchestration steps),"
+        f" {args.runs} runs after {args.warmup} warm-up"
     )
     print(f"{'backend':<14} {'median ms':>10} {'p90 ms':>8} {'commits/step':>13} {'commits/orch':>13}")
     for r in results:

@@ -8,6 +8,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from durabletask.client import TaskHubGrpcClient
@@ -32,7 +33,7 @@ class Env:
     kind: str
     address: str
     client: TaskHubGrpcClient
-    worker: TaskHubGrpcWorker
+    worker: Any  # TaskHubGrpcWorker (its start/stop are unannotated upstream)
     sidecar: SqliteSidecar | None
 
     def iid(self, label: str = "i") -> str:
@@ -49,13 +50,13 @@ def env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Env]
     port = free_port()
     sidecar: SqliteSidecar | None = None
     if request.param == "memory":
-        backend = create_test_backend(port=port)
+        backend: Any = create_test_backend(port=port)
         address = f"127.0.0.1:{port}"
     else:
         sidecar = SqliteSidecar(tmp_path / "hub" / "taskhub.db", port=port)
         sidecar.start()
         address = sidecar.address
-    worker = TaskHubGrpcWorker(host_address=address)
+    worker: Any = TaskHubGrpcWorker(host_address=address)
     workflows.register(worker)
     worker.start()
     client = TaskHubGrpcClient(host_address=address)

@@ -7,6 +7,7 @@ activities and durable timers are in flight, and restarted on the same database 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -66,9 +67,22 @@ class SidecarProcess:
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "devhost.sqlite_hub", "--db", str(self.db), "--port", str(self.port),
-             "--log-level", "WARNING"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "devhost.sqlite_hub",
+                "--db",
+                str(self.db),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -107,8 +121,8 @@ def sidecar_proc(tmp_path: pathlib.Path) -> Iterator[SidecarProcess]:
         proc.close_pipe()
 
 
-def make_worker(address: str) -> TaskHubGrpcWorker:
-    worker = TaskHubGrpcWorker(
+def make_worker(address: str) -> Any:
+    worker: Any = TaskHubGrpcWorker(
         host_address=address,
         resiliency_options=GrpcWorkerResiliencyOptions(
             reconnect_backoff_base_seconds=0.05, reconnect_backoff_cap_seconds=0.2
@@ -146,7 +160,9 @@ def test_repeated_sigkill_every_orchestration_completes_exactly_once(sidecar_pro
     worker.start()
     client = TaskHubGrpcClient(host_address=address)
     try:
-        ids = [client.schedule_new_orchestration(crash_orch, input=n, instance_id=f"crash-{n}") for n in range(8)]
+        ids = [
+            client.schedule_new_orchestration(crash_orch, input=n, instance_id=f"crash-{n}") for n in range(8)
+        ]
         rng = random.Random(7)
         for _ in range(4):
             time.sleep(rng.uniform(0.3, 0.8))
@@ -154,10 +170,10 @@ def test_repeated_sigkill_every_orchestration_completes_exactly_once(sidecar_pro
             time.sleep(rng.uniform(0.0, 0.3))
             sidecar_proc.start()
         for n, iid in enumerate(ids):
-            state = retrying(lambda iid=iid: client.wait_for_orchestration_completion(iid, timeout=60))
+            state = retrying(functools.partial(client.wait_for_orchestration_completion, iid, timeout=60))
             assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED, state
             assert json.loads(state.serialized_output or "") == sum(2 * (n * 10 + i) for i in range(3))
-            history = retrying(lambda iid=iid: client.get_orchestration_history(iid))
+            history = retrying(functools.partial(client.get_orchestration_history, iid))
             kinds = [type(e).__name__ for e in history]
             assert kinds.count("ExecutionCompletedEvent") == 1
             assert kinds.count("TaskScheduledEvent") == 3
@@ -184,7 +200,7 @@ def test_durable_timer_fires_after_restart_on_time(sidecar_proc: SidecarProcess)
         sidecar_proc.kill()
         time.sleep(1.0)
         sidecar_proc.start()
-        state = retrying(lambda: client.wait_for_orchestration_completion(iid, timeout=30))
+        state = retrying(functools.partial(client.wait_for_orchestration_completion, iid, timeout=30))
         finished = time.time()
         assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
         fire_at = json.loads(state.serialized_output or "")
@@ -202,8 +218,10 @@ def test_unfinished_work_resumes_promptly_after_restart(sidecar_proc: SidecarPro
     worker = make_worker(address)
     try:
         # Queue work with no worker connected, then crash the sidecar.
-        ids = [client.schedule_new_orchestration(crash_orch, input=100 + n, instance_id=f"resume-{n}")
-               for n in range(4)]
+        ids = [
+            client.schedule_new_orchestration(crash_orch, input=100 + n, instance_id=f"resume-{n}")
+            for n in range(4)
+        ]
         sidecar_proc.kill()
         worker.start()  # keeps retrying until the sidecar is back
         with _calls_lock:
@@ -222,7 +240,7 @@ def test_unfinished_work_resumes_promptly_after_restart(sidecar_proc: SidecarPro
         print(f"work resumed {resumed_after:.3f}s after the sidecar restarted")
         assert resumed_after < 5.0  # the brief's target is 2 s; generous bound for loaded CI machines
         for iid in ids:
-            state = retrying(lambda iid=iid: client.wait_for_orchestration_completion(iid, timeout=60))
+            state = retrying(functools.partial(client.wait_for_orchestration_completion, iid, timeout=60))
             assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
     finally:
         worker.stop()

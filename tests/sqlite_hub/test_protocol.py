@@ -74,18 +74,21 @@ def sidecar(tmp_path: pathlib.Path) -> Iterator[SqliteSidecar]:
 @pytest.fixture
 def stub(sidecar: SqliteSidecar) -> Iterator[Any]:
     with grpc.insecure_channel(sidecar.address) as channel:
-        yield stubs.TaskHubSidecarServiceStub(channel)
+        yield stubs.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
 def start(stub: Any, iid: str, name: str = "orch") -> None:
-    stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name=name, input=wrappers_pb2.StringValue(value="1")))
+    stub.StartInstance(
+        pb.CreateInstanceRequest(instanceId=iid, name=name, input=wrappers_pb2.StringValue(value="1"))
+    )
 
 
 def complete_action(result: str = '"done"') -> Any:
     return pb.OrchestratorAction(
         id=-1,
         completeOrchestration=pb.CompleteOrchestrationAction(
-            orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED, result=wrappers_pb2.StringValue(value=result)
+            orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED,
+            result=wrappers_pb2.StringValue(value=result),
         ),
     )
 
@@ -102,7 +105,9 @@ def test_stale_and_repeated_completions_are_rejected(stub: Any) -> None:
         assert item.orchestratorRequest.instanceId == "stale-1"
         kinds = [e.WhichOneof("eventType") for e in item.orchestratorRequest.newEvents]
         assert kinds == ["orchestratorStarted", "executionStarted"]
-        bogus = pb.OrchestratorResponse(instanceId="stale-1", completionToken="o-bogus", actions=[complete_action()])
+        bogus = pb.OrchestratorResponse(
+            instanceId="stale-1", completionToken="o-bogus", actions=[complete_action()]
+        )
         with pytest.raises(grpc.RpcError) as err:
             stub.CompleteOrchestratorTask(bogus)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -115,8 +120,11 @@ def test_stale_and_repeated_completions_are_rejected(stub: Any) -> None:
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         res = stub.GetInstance(pb.GetInstanceRequest(instanceId="stale-1", getInputsAndOutputs=True))
         assert res.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
-        history = [e for chunk in stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId="stale-1"))
-                   for e in chunk.events]
+        history = [
+            e
+            for chunk in stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId="stale-1"))
+            for e in chunk.events
+        ]
         assert sum(1 for e in history if e.HasField("executionCompleted")) == 1
     finally:
         stream.close()
@@ -134,13 +142,17 @@ def test_closed_stream_hands_work_out_again_immediately(stub: Any) -> None:
         assert time.monotonic() - began < 1.0
         assert again.orchestratorRequest.instanceId == "redo-1"
         assert again.completionToken != item.completionToken
-        late = pb.OrchestratorResponse(instanceId="redo-1", completionToken=item.completionToken,
-                                       actions=[complete_action()])
+        late = pb.OrchestratorResponse(
+            instanceId="redo-1", completionToken=item.completionToken, actions=[complete_action()]
+        )
         with pytest.raises(grpc.RpcError) as err:
             stub.CompleteOrchestratorTask(late)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
-            instanceId="redo-1", completionToken=again.completionToken, actions=[complete_action()]))
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="redo-1", completionToken=again.completionToken, actions=[complete_action()]
+            )
+        )
         assert status(stub, "redo-1") == pb.ORCHESTRATION_STATUS_COMPLETED
     finally:
         second.close()
@@ -155,10 +167,16 @@ def test_expired_lease_hands_work_out_again(stub: Any) -> None:
         again = stream.next(timeout=5)  # lease_seconds = 1.5
         assert again.orchestratorRequest.instanceId == "expire-1"
         with pytest.raises(grpc.RpcError):
-            stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
-                instanceId="expire-1", completionToken=item.completionToken, actions=[complete_action()]))
-        stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
-            instanceId="expire-1", completionToken=again.completionToken, actions=[complete_action()]))
+            stub.CompleteOrchestratorTask(
+                pb.OrchestratorResponse(
+                    instanceId="expire-1", completionToken=item.completionToken, actions=[complete_action()]
+                )
+            )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="expire-1", completionToken=again.completionToken, actions=[complete_action()]
+            )
+        )
         assert status(stub, "expire-1") == pb.ORCHESTRATION_STATUS_COMPLETED
     finally:
         stream.close()
@@ -169,22 +187,38 @@ def test_activity_abandon_and_completion(stub: Any) -> None:
     try:
         start(stub, "act-1")
         step = stream.next()
-        schedule = pb.OrchestratorAction(id=1, scheduleTask=pb.ScheduleTaskAction(
-            name="work", input=wrappers_pb2.StringValue(value="42")))
-        stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
-            instanceId="act-1", completionToken=step.completionToken, actions=[schedule]))
+        schedule = pb.OrchestratorAction(
+            id=1, scheduleTask=pb.ScheduleTaskAction(name="work", input=wrappers_pb2.StringValue(value="42"))
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="act-1", completionToken=step.completionToken, actions=[schedule]
+            )
+        )
         activity = stream.next()
         assert activity.activityRequest.name == "work" and activity.activityRequest.input.value == "42"
-        stub.AbandonTaskActivityWorkItem(pb.AbandonActivityTaskRequest(completionToken=activity.completionToken))
+        stub.AbandonTaskActivityWorkItem(
+            pb.AbandonActivityTaskRequest(completionToken=activity.completionToken)
+        )
         again = stream.next()
         assert again.activityRequest.taskId == 1 and again.completionToken != activity.completionToken
         with pytest.raises(grpc.RpcError):
-            stub.CompleteActivityTask(pb.ActivityResponse(
-                instanceId="act-1", taskId=1, completionToken=activity.completionToken,
-                result=wrappers_pb2.StringValue(value='"x"')))
-        stub.CompleteActivityTask(pb.ActivityResponse(
-            instanceId="act-1", taskId=1, completionToken=again.completionToken,
-            result=wrappers_pb2.StringValue(value='"y"')))
+            stub.CompleteActivityTask(
+                pb.ActivityResponse(
+                    instanceId="act-1",
+                    taskId=1,
+                    completionToken=activity.completionToken,
+                    result=wrappers_pb2.StringValue(value='"x"'),
+                )
+            )
+        stub.CompleteActivityTask(
+            pb.ActivityResponse(
+                instanceId="act-1",
+                taskId=1,
+                completionToken=again.completionToken,
+                result=wrappers_pb2.StringValue(value='"y"'),
+            )
+        )
         step2 = stream.next()
         new = [e.WhichOneof("eventType") for e in step2.orchestratorRequest.newEvents]
         assert new == ["orchestratorStarted", "taskCompleted"]
@@ -198,12 +232,18 @@ def test_events_raised_mid_step_wait_for_the_next_step(stub: Any) -> None:
     try:
         start(stub, "mid-1")
         step = stream.next()
-        stub.RaiseEvent(pb.RaiseEventRequest(instanceId="mid-1", name="e", input=wrappers_pb2.StringValue(value="1")))
+        stub.RaiseEvent(
+            pb.RaiseEventRequest(instanceId="mid-1", name="e", input=wrappers_pb2.StringValue(value="1"))
+        )
         assert stream.empty_for(0.3)  # the instance is leased: no second step in parallel
-        stub.CompleteOrchestratorTask(pb.OrchestratorResponse(instanceId="mid-1", completionToken=step.completionToken))
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(instanceId="mid-1", completionToken=step.completionToken)
+        )
         step2 = stream.next()
         assert [e.WhichOneof("eventType") for e in step2.orchestratorRequest.newEvents] == [
-            "orchestratorStarted", "eventRaised"]
+            "orchestratorStarted",
+            "eventRaised",
+        ]
         assert len(step2.orchestratorRequest.pastEvents) == 3
     finally:
         stream.close()
@@ -217,38 +257,72 @@ def _entity_step(stub: Any, stream: RawStream) -> Any:
 
 def test_entity_v1_protocol_for_batch_workers(stub: Any) -> None:
     """A worker declaring maxConcurrentEntityWorkItems gets V1 EntityBatchRequests."""
-    orch_stream = RawStream(stub, pb.GetWorkItemsRequest(
-        workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])))
-    entity_stream = RawStream(stub, pb.GetWorkItemsRequest(
-        maxConcurrentEntityWorkItems=1, workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])))
+    orch_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
+        ),
+    )
+    entity_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            maxConcurrentEntityWorkItems=1,
+            workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")]),
+        ),
+    )
     try:
-        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@k", name="add",
-                                                 input=wrappers_pb2.StringValue(value="5"), requestId="r1"))
+        stub.SignalEntity(
+            pb.SignalEntityRequest(
+                instanceId="@ctr@k", name="add", input=wrappers_pb2.StringValue(value="5"), requestId="r1"
+            )
+        )
         batch = _entity_step(stub, entity_stream)
         assert batch.entityRequest.instanceId == "@ctr@k"
         assert [(o.operation, o.requestId, o.input.value) for o in batch.entityRequest.operations] == [
-            ("add", "r1", "5")]
-        stub.CompleteEntityTask(pb.EntityBatchResult(
-            completionToken=batch.completionToken, entityState=wrappers_pb2.StringValue(value="5"),
-            results=[pb.OperationResult(success=pb.OperationResultSuccess())]))
+            ("add", "r1", "5")
+        ]
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                entityState=wrappers_pb2.StringValue(value="5"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
         got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@k", includeState=True))
         assert got.exists and got.entity.serializedState.value == "5"
 
         # An orchestration calls the entity; the V1 result (no operationInfos) is routed back.
         start(stub, "caller-1")
         step = orch_stream.next()
-        call = pb.OrchestratorAction(id=1, sendEntityMessage=pb.SendEntityMessageAction(
-            entityOperationCalled=pb.EntityOperationCalledEvent(
-                requestId="r2", operation="get", parentInstanceId=wrappers_pb2.StringValue(value="caller-1"),
-                targetInstanceId=wrappers_pb2.StringValue(value="@ctr@k"))))
-        stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
-            instanceId="caller-1", completionToken=step.completionToken, actions=[call]))
+        call = pb.OrchestratorAction(
+            id=1,
+            sendEntityMessage=pb.SendEntityMessageAction(
+                entityOperationCalled=pb.EntityOperationCalledEvent(
+                    requestId="r2",
+                    operation="get",
+                    parentInstanceId=wrappers_pb2.StringValue(value="caller-1"),
+                    targetInstanceId=wrappers_pb2.StringValue(value="@ctr@k"),
+                )
+            ),
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="caller-1", completionToken=step.completionToken, actions=[call]
+            )
+        )
         batch = _entity_step(stub, entity_stream)
         assert batch.entityRequest.entityState.value == "5"
-        stub.CompleteEntityTask(pb.EntityBatchResult(
-            completionToken=batch.completionToken, entityState=wrappers_pb2.StringValue(value="5"),
-            results=[pb.OperationResult(success=pb.OperationResultSuccess(
-                result=wrappers_pb2.StringValue(value="5")))]))
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                entityState=wrappers_pb2.StringValue(value="5"),
+                results=[
+                    pb.OperationResult(
+                        success=pb.OperationResultSuccess(result=wrappers_pb2.StringValue(value="5"))
+                    )
+                ],
+            )
+        )
         step2 = orch_stream.next()
         reply = step2.orchestratorRequest.newEvents[-1]
         assert reply.HasField("entityOperationCompleted")
@@ -274,8 +348,12 @@ def test_entity_v2_protocol_by_default(stub: Any) -> None:
 
 
 def test_work_item_filters(stub: Any) -> None:
-    only_b = RawStream(stub, pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(
-        orchestrations=[pb.OrchestrationFilter(name="b")])))
+    only_b = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="b")])
+        ),
+    )
     try:
         start(stub, "filter-a", name="a")
         start(stub, "filter-b", name="b")

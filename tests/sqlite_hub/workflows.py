@@ -219,7 +219,7 @@ def relay(ctx: EntityContext, value: Any) -> None:
         ctx.schedule_new_orchestration("child_orch", input=value["x"], instance_id=value["instance_id"])
 
 
-ORCHESTRATORS = [
+ORCHESTRATORS: list[Any] = [
     seq_orch,
     fan_orch,
     failing_orch,
@@ -242,7 +242,7 @@ ORCHESTRATORS = [
     lock_orch,
     entity_error_orch,
 ]
-ACTIVITIES = [double, fail_activity, flaky]
+ACTIVITIES: list[Any] = [double, fail_activity, flaky]
 
 
 def register(worker: TaskHubGrpcWorker) -> None:
