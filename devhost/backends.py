@@ -45,8 +45,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+class _InProcessBackend:
+    """A backend devhost runs itself on loopback: no TLS, no token, no task hub header."""
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        return None
+
+
 @dataclass
-class MemoryBackend:
+class MemoryBackend(_InProcessBackend):
     """durabletask's in-memory reference backend, in-process; everything is lost on exit."""
 
     _port: int = 0
@@ -59,13 +70,6 @@ class MemoryBackend:
     @property
     def description(self) -> str:
         return f"in-memory reference backend at {self.address} (state is lost on exit)"
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def channel_credentials(self) -> grpc.ChannelCredentials | None:
-        return None
 
     def start(self) -> None:
         from durabletask.testing import create_test_backend
@@ -80,7 +84,7 @@ class MemoryBackend:
 
 
 @dataclass
-class SqliteBackend:
+class SqliteBackend(_InProcessBackend):
     """devhost's persistent task hub: one SQLite file, survives crashes and restarts."""
 
     db_path: Path
@@ -94,13 +98,6 @@ class SqliteBackend:
     @property
     def description(self) -> str:
         return f"SQLite task hub {self.db_path} ({self.durability} durability) at {self.address}"
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def channel_credentials(self) -> grpc.ChannelCredentials | None:
-        return None
 
     def start(self) -> None:
         from devhost.sqlite_hub import SqliteSidecar
