@@ -1,0 +1,113 @@
+"""devhost's work-item driver hands entity work to the app in both protocol versions.
+
+A backend may send an `EntityBatchRequest` (entityRequest) or an `EntityRequest`
+(entityRequestV2). Both must reach the app's entity as the batch the Functions host
+passes, give the same results and state, and the V2 completion must carry the operation
+infos that tell the backend where each result goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import azure.durable_functions as df
+from durabletask.internal import orchestrator_service_pb2 as pb
+from google.protobuf import wrappers_pb2
+
+import entities
+from devhost.app_index import index_functions
+from devhost.invoker import Invoker
+from devhost.work_items import WorkItemDriver
+
+ENTITY_ID = "@history@t-1"
+OPERATIONS = [
+    ("init", {"system_prompt": "S", "metadata": {}, "created_at": "2026-01-01T00:00:00Z"}),
+    ("append", {"id": "u1", "role": "user", "content": "hi", "created_at": "2026-01-01T00:00:01Z"}),
+    ("append", {"id": "u1", "role": "user", "content": "hi", "created_at": "2026-01-01T00:00:01Z"}),
+    ("explode", None),
+]
+
+
+class RecordingStub:
+    def __init__(self) -> None:
+        self.completed: list[pb.EntityBatchResult] = []
+
+    async def CompleteEntityTask(self, result: pb.EntityBatchResult, metadata: Any = ()) -> None:  # noqa: N802
+        self.completed.append(result)
+
+
+def v1_item() -> pb.WorkItem:
+    batch = pb.EntityBatchRequest(instanceId=ENTITY_ID)
+    for index, (name, value) in enumerate(OPERATIONS):
+        batch.operations.append(
+            pb.OperationRequest(
+                requestId=f"r{index}", operation=name, input=wrappers_pb2.StringValue(value=json.dumps(value))
+            )
+        )
+    return pb.WorkItem(completionToken="v1", entityRequest=batch)
+
+
+def v2_item() -> pb.WorkItem:
+    request = pb.EntityRequest(instanceId=ENTITY_ID)
+    for index, (name, value) in enumerate(OPERATIONS):
+        called = pb.EntityOperationCalledEvent(
+            requestId=f"r{index}",
+            operation=name,
+            input=wrappers_pb2.StringValue(value=json.dumps(value)),
+            parentInstanceId=wrappers_pb2.StringValue(value="orchestration-1"),
+            parentExecutionId=wrappers_pb2.StringValue(value="exec-1"),
+        )
+        request.operationRequests.append(pb.HistoryEvent(eventId=-1, entityOperationCalled=called))
+    return pb.WorkItem(completionToken="v2", entityRequestV2=request)
+
+
+async def run(item: pb.WorkItem) -> pb.EntityBatchResult:
+    app = df.DFApp()
+    app.register_functions(entities.bp)
+    invoker = Invoker("{}", ".")
+    driver = WorkItemDriver("127.0.0.1:1", index_functions(app), invoker)
+    stub = RecordingStub()
+    try:
+        driver._dispatch(item, stub)  # type: ignore[arg-type]
+        await driver.stop(grace=10)
+    finally:
+        invoker.close()
+    assert len(stub.completed) == 1
+    return stub.completed[0]
+
+
+def outcomes(result: pb.EntityBatchResult) -> list[Any]:
+    return [
+        json.loads(r.success.result.value) if r.HasField("success") else r.failure.failureDetails.errorType
+        for r in result.results
+    ]
+
+
+def test_both_entity_protocol_versions_give_the_same_outcome() -> None:
+    first, second = asyncio.run(run(v1_item())), asyncio.run(run(v2_item()))
+    assert (
+        outcomes(first)
+        == outcomes(second)
+        == [
+            {"last_seq": 1},
+            {"seq": 2, "duplicate": False},
+            {"seq": 2, "duplicate": True},
+            "agent.errors.InvalidInputError",
+        ]
+    )
+    assert first.entityState.value == second.entityState.value
+    assert [e["id"] for e in json.loads(first.entityState.value)["entries"]] == ["system", "u1"]
+    assert (first.completionToken, second.completionToken) == ("v1", "v2")
+    assert list(first.operationInfos) == []
+    assert [(i.requestId, i.responseDestination.instanceId) for i in second.operationInfos] == [
+        (f"r{i}", "orchestration-1") for i in range(len(OPERATIONS))
+    ]
+
+
+def test_an_unknown_entity_fails_the_batch_without_stopping_the_driver() -> None:
+    item = v1_item()
+    item.entityRequest.instanceId = "@nosuchentity@k"
+    result = asyncio.run(run(item))
+    assert "not registered" in result.failureDetails.errorMessage
