@@ -34,7 +34,7 @@ class RecordingStub:
     def __init__(self) -> None:
         self.completed: list[pb.EntityBatchResult] = []
 
-    async def CompleteEntityTask(self, result: pb.EntityBatchResult, metadata: Any = ()) -> None:  # noqa: N802
+    async def CompleteEntityTask(self, result: pb.EntityBatchResult, metadata: Any = ()) -> None:
         self.completed.append(result)
 
 
