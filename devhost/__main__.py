@@ -32,9 +32,13 @@ def parse_args(argv: list[str]) -> HostOptions:
     parser.add_argument("--durability", choices=("full", "normal"), default="normal", help="SQLite sync mode")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
+    level = logging.getLevelNamesMapping().get(args.log_level.upper())
+    if level is None:
+        parser.error(f"--log-level {args.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # The SDKs log every client call and replay at INFO; keep the host's log about the app.
+    for noisy in ("azure.durable_functions", "azure.functions.DurableFunctions", "durabletask"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     return HostOptions(
         app_dir=args.app,
         host=args.host,
