@@ -146,23 +146,52 @@ def operation_request(event: Any) -> Any:
 
 
 def apply_batch_result(tx: Tx, entity_id: str, row_ids: list[int], result: Any) -> None:
-    """Applies a completed batch: new state, replies to callers, side-effect actions."""
+    """Applies a completed batch: new state, replies to callers, side-effect actions.
+
+    Two cases the reference does not handle, treated as Azure Durable Task Scheduler /
+    DurableTask.Core do: a result with fewer results than operations leaves the
+    unprocessed operations queued for the next batch; a batch that failed as a whole
+    (``failureDetails`` and no results) keeps the entity's state and fails each call
+    with those details (the reference would wipe the state and never answer callers).
+    """
     conn = tx.conn
+    ops: list[Any] = []
+    for row_id in row_ids:
+        row = conn.execute("SELECT event FROM entity_inbox WHERE id = ?", (row_id,)).fetchone()
+        ops.append(ev.decode_event(row["event"]) if row is not None else None)
+    if result.HasField("failureDetails") and not result.results:
+        log.warning("entity %s batch failed: %s", entity_id, result.failureDetails.errorMessage)
+        conn.executemany("DELETE FROM entity_inbox WHERE id = ?", [(i,) for i in row_ids])
+        for op in ops:
+            if op is not None and op.HasField("entityOperationCalled"):
+                called = op.entityOperationCalled
+                failed = pb.HistoryEvent(
+                    eventId=-1,
+                    entityOperationFailed=pb.EntityOperationFailedEvent(
+                        requestId=called.requestId, failureDetails=result.failureDetails
+                    ),
+                )
+                parent = ev.opt_string(called, "parentInstanceId")
+                if parent:
+                    instances.deliver(
+                        tx, parent, failed, execution_id=ev.opt_string(called, "parentExecutionId")
+                    )
+        return
+    processed = min(len(ops), len(result.results))
+    ops = ops[:processed]
     state = result.entityState.value if result.HasField("entityState") and result.entityState.value else None
     conn.execute(
         "UPDATE entities SET state = ?, last_modified = ? WHERE entity_id = ?",
         (state, tx.now, entity_id),
     )
-    ops: list[Any] = []
-    for row_id in row_ids:
-        row = conn.execute("SELECT event FROM entity_inbox WHERE id = ?", (row_id,)).fetchone()
-        ops.append(ev.decode_event(row["event"]) if row is not None else None)
-    conn.executemany("DELETE FROM entity_inbox WHERE id = ?", [(i,) for i in row_ids])
+    conn.executemany("DELETE FROM entity_inbox WHERE id = ?", [(i,) for i in row_ids[:processed]])
 
     for i, op in enumerate(ops):
         destination: str | None = None
         request_id = ""
         execution_id: str | None = None
+        if op is not None and op.HasField("entityOperationCalled"):
+            execution_id = ev.opt_string(op.entityOperationCalled, "parentExecutionId") or None
         if i < len(result.operationInfos) and result.operationInfos[i].responseDestination.instanceId:
             info = result.operationInfos[i]
             destination = info.responseDestination.instanceId
@@ -170,7 +199,6 @@ def apply_batch_result(tx: Tx, entity_id: str, row_ids: list[int], result: Any) 
         elif op is not None and op.HasField("entityOperationCalled"):
             # V1 results carry no operationInfos: the queued call says where to reply.
             destination = ev.opt_string(op.entityOperationCalled, "parentInstanceId")
-            execution_id = ev.opt_string(op.entityOperationCalled, "parentExecutionId") or None
             request_id = op.entityOperationCalled.requestId
         if not destination or i >= len(result.results):
             continue

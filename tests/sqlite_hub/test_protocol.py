@@ -362,3 +362,72 @@ def test_work_item_filters(stub: Any) -> None:
         assert only_b.empty_for(0.3)
     finally:
         only_b.close()
+
+
+def test_entity_partial_and_failed_batches(stub: Any) -> None:
+    """Unprocessed operations stay queued; a failed batch keeps state and fails the calls."""
+    orch_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
+        ),
+    )
+    for request_id in ("r1", "r2"):  # both queued before any entity worker connects
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@p", name="add", requestId=request_id))
+    entity_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
+    )
+    try:
+        batch = entity_stream.next()
+        assert len(batch.entityRequestV2.operationRequests) == 2
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                entityState=wrappers_pb2.StringValue(value="1"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        rest = entity_stream.next()
+        assert [o.entityOperationSignaled.requestId for o in rest.entityRequestV2.operationRequests] == ["r2"]
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=rest.completionToken,
+                entityState=wrappers_pb2.StringValue(value="2"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+
+        start(stub, "caller-p")
+        step = orch_stream.next()
+        call = pb.OrchestratorAction(
+            id=1,
+            sendEntityMessage=pb.SendEntityMessageAction(
+                entityOperationCalled=pb.EntityOperationCalledEvent(
+                    requestId="r3",
+                    operation="get",
+                    parentInstanceId=wrappers_pb2.StringValue(value="caller-p"),
+                    targetInstanceId=wrappers_pb2.StringValue(value="@ctr@p"),
+                )
+            ),
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="caller-p", completionToken=step.completionToken, actions=[call]
+            )
+        )
+        batch = entity_stream.next()
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                failureDetails=pb.TaskFailureDetails(errorType="Crash", errorMessage="worker crashed"),
+            )
+        )
+        reply = orch_stream.next().orchestratorRequest.newEvents[-1]
+        assert reply.HasField("entityOperationFailed")
+        assert reply.entityOperationFailed.failureDetails.errorMessage == "worker crashed"
+        got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@p", includeState=True))
+        assert got.entity.serializedState.value == "2"
+    finally:
+        orch_stream.close()
+        entity_stream.close()
