@@ -304,3 +304,41 @@ def test_rewind_errors(env: Env) -> None:
     with pytest.raises(grpc.RpcError) as err:
         env.client.rewind_orchestration(iid)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_terminate_suspended_instance(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.wait_forever, instance_id=env.iid())
+    env.client.wait_for_orchestration_start(iid, timeout=TIMEOUT)
+    env.client.suspend_orchestration(iid)
+    wait_status(env, iid, OrchestrationStatus.SUSPENDED)
+    env.client.terminate_orchestration(iid, output="bye")
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.TERMINATED
+
+
+def test_terminate_non_recursive_leaves_child_running(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.parent_waiting, instance_id=env.iid())
+    child = f"{iid}-child"
+    wait_status(env, child, OrchestrationStatus.RUNNING)
+    env.client.terminate_orchestration(iid, recursive=False)
+    env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    time.sleep(0.3)
+    child_state = env.client.get_orchestration_state(child)
+    assert child_state is not None and child_state.runtime_status == OrchestrationStatus.RUNNING
+    env.client.terminate_orchestration(child)
+    state = env.client.wait_for_orchestration_completion(child, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.TERMINATED
+
+
+def test_list_and_query_time_windows(env: Env) -> None:
+    iid = env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid())
+    env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    past = datetime.now(UTC) - timedelta(hours=1)
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert env.client.list_instance_ids(completed_time_from=past, completed_time_to=future).items == [iid]
+    assert env.client.list_instance_ids(completed_time_to=past).items == []
+    found = env.client.get_all_orchestration_states(
+        OrchestrationQuery(created_time_from=past, created_time_to=future)
+    )
+    assert [s.instance_id for s in found] == [iid]
+    assert env.client.get_all_orchestration_states(OrchestrationQuery(created_time_to=past)) == []

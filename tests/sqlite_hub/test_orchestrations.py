@@ -245,3 +245,29 @@ def test_raw_start_and_get(env: Env) -> None:
             pb.GetInstanceRequest(instanceId=iid, getInputsAndOutputs=True), timeout=TIMEOUT
         )
         assert done.exists and done.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
+
+
+def test_long_history_streams_in_chunks(env: Env) -> None:
+    names = [f"n{i}" for i in range(110)]
+    iid = env.client.schedule_new_orchestration(wf.event_orch, input=names, instance_id=env.iid())
+    env.client.wait_for_orchestration_start(iid, timeout=TIMEOUT)
+    for i, name in enumerate(names):
+        env.client.raise_orchestration_event(iid, name, data=i)
+    assert output_of(env, iid) == list(range(110))
+    history = env.client.get_orchestration_history(iid)
+    assert len(history) > 100
+    kinds = [type(e).__name__ for e in history]
+    assert kinds.count("EventRaisedEvent") == 110
+    assert kinds[0] == "OrchestratorStartedEvent" and kinds[-1] == "ExecutionCompletedEvent"
+
+
+def test_sub_orchestration_continue_as_new_and_timer(env: Env) -> None:
+    ids = [
+        env.client.schedule_new_orchestration(
+            wf.can_orch, input={"count": 0, "limit": 3}, instance_id=env.iid()
+        )
+        for _ in range(3)
+    ]
+    timer = env.client.schedule_new_orchestration(wf.timer_orch, input=0.2, instance_id=env.iid())
+    assert [output_of(env, i) for i in ids] == [3, 3, 3]
+    assert output_of(env, timer) >= 0.2
