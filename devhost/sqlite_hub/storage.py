@@ -54,16 +54,18 @@ class Storage:
             conn = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
             )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise RuntimeError(f"could not put {self.path} in WAL mode (got {mode!r})")
+                sync = "FULL" if self.durability == "full" else "NORMAL"
+                conn.execute(f"PRAGMA synchronous = {sync}")
+                migrations.migrate(conn)
+            except BaseException:
                 conn.close()
-                raise RuntimeError(f"could not put {self.path} in WAL mode (got {mode!r})")
-            sync = "FULL" if self.durability == "full" else "NORMAL"
-            conn.execute(f"PRAGMA synchronous = {sync}")
-            conn.execute("PRAGMA foreign_keys = OFF")
-            migrations.migrate(conn)
+                raise
             self._conn = conn
 
     def close(self) -> None:

@@ -25,6 +25,8 @@ import grpc
 import pytest
 from durabletask import task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from durabletask.entities import EntityInstanceId
+from durabletask.entities.entity_context import EntityContext
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.worker import TaskHubGrpcWorker
 
@@ -49,6 +51,13 @@ def crash_orch(ctx: task.OrchestrationContext, n: int) -> Any:
         total += yield ctx.call_activity(slow_double, input=n * 10 + i)
         yield ctx.create_timer(timedelta(seconds=0.3))
     return total
+
+
+def slow_counter(ctx: EntityContext, value: Any) -> int:
+    time.sleep(0.02)
+    state = ctx.get_state(int, 0) + int(value)
+    ctx.set_state(state)
+    return state
 
 
 def long_timer_orch(ctx: task.OrchestrationContext, seconds: float) -> Any:
@@ -131,6 +140,7 @@ def make_worker(address: str) -> Any:
     worker.add_orchestrator(crash_orch)
     worker.add_orchestrator(long_timer_orch)
     worker.add_activity(slow_double)
+    worker.add_entity(slow_counter)
     return worker
 
 
@@ -242,6 +252,35 @@ def test_unfinished_work_resumes_promptly_after_restart(sidecar_proc: SidecarPro
         for iid in ids:
             state = retrying(functools.partial(client.wait_for_orchestration_completion, iid, timeout=60))
             assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    finally:
+        worker.stop()
+        client.close()
+
+
+@pytest.mark.slow
+def test_entity_operations_apply_exactly_once_across_crashes(sidecar_proc: SidecarProcess) -> None:
+    address = f"127.0.0.1:{sidecar_proc.port}"
+    client = TaskHubGrpcClient(host_address=address)
+    worker = make_worker(address)
+    eid = EntityInstanceId("slow_counter", "crash")
+    try:
+        for _ in range(60):  # all queued before any worker runs them
+            client.signal_entity(eid, "add", 1)
+        worker.start()
+        for _ in range(2):
+            time.sleep(0.4)  # mid-batch: a batch of 60 takes ~1.2 s
+            sidecar_proc.kill()
+            sidecar_proc.start()
+        deadline = time.monotonic() + 60
+        while True:
+            meta = retrying(functools.partial(client.get_entity, eid))
+            if meta is not None and meta.backlog_queue_size == 0 and meta.get_state(int) == 60:
+                break
+            assert time.monotonic() < deadline, meta and (meta.backlog_queue_size, meta._state)
+            time.sleep(0.1)
+        time.sleep(0.5)
+        meta = client.get_entity(eid)
+        assert meta is not None and meta.get_state(int) == 60
     finally:
         worker.stop()
         client.close()

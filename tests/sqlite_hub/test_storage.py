@@ -1,0 +1,83 @@
+"""The storage layer: file creation, pragmas, migrations and the durability setting."""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+
+import pytest
+
+from devhost.sqlite_hub import SqliteSidecar, migrations
+from devhost.sqlite_hub.storage import Storage
+
+
+def test_creates_parent_dirs_and_schema(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "a" / "b" / "hub.db"
+    storage = Storage(path)
+    storage.open()
+    try:
+        conn = storage.conn
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"instances", "history", "inbox", "activities", "entities", "entity_inbox"} <= tables
+    finally:
+        storage.close()
+    reopened = Storage(path)
+    reopened.open()  # migrations are idempotent
+    reopened.close()
+
+
+@pytest.mark.parametrize(("durability", "expected"), [("full", 2), ("normal", 1)])
+def test_durability_sets_synchronous(tmp_path: pathlib.Path, durability: str, expected: int) -> None:
+    storage = Storage(tmp_path / "hub.db", durability)  # type: ignore[arg-type]
+    storage.open()
+    try:
+        assert storage.conn.execute("PRAGMA synchronous").fetchone()[0] == expected
+    finally:
+        storage.close()
+
+
+def test_rejects_unknown_durability(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="durability"):
+        Storage(tmp_path / "hub.db", "sometimes")  # type: ignore[arg-type]
+
+
+def test_refuses_newer_schema(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "hub.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        Storage(path).open()
+
+
+def test_write_is_all_or_nothing(tmp_path: pathlib.Path) -> None:
+    storage = Storage(tmp_path / "hub.db")
+    storage.open()
+    try:
+
+        def failing_transaction() -> None:
+            with storage.write() as conn:
+                conn.execute("INSERT INTO entities (entity_id, last_modified) VALUES ('@x@1', 0)")
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            failing_transaction()
+        assert storage.conn.execute("SELECT COUNT(*) FROM entities").fetchone()[0] == 0
+        with storage.write() as conn:
+            conn.execute("INSERT INTO entities (entity_id, last_modified) VALUES ('@x@1', 0)")
+        assert storage.commits == 1
+    finally:
+        storage.close()
+
+
+def test_sidecar_start_stop_and_address(tmp_path: pathlib.Path) -> None:
+    hub = SqliteSidecar(tmp_path / "new" / "hub.db")
+    hub.start()
+    try:
+        assert hub.port > 0 and hub.address == f"127.0.0.1:{hub.port}"
+        assert (tmp_path / "new" / "hub.db").exists()
+    finally:
+        hub.stop(grace=1.0)
