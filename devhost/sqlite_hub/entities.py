@@ -109,6 +109,10 @@ def release_locks_of(tx: Tx, owner: str) -> None:
 def grant_pending_locks(tx: Tx) -> None:
     conn = tx.conn
     for req in conn.execute("SELECT * FROM lock_requests ORDER BY id").fetchall():
+        owner = instances.get(conn, req["owner_instance_id"])
+        if owner is None or ev.is_terminal(owner["status"]):
+            conn.execute("DELETE FROM lock_requests WHERE id = ?", (req["id"],))
+            continue
         lock_set: list[str] = json.loads(req["lock_set"])
         busy = False
         for entity_id in lock_set:

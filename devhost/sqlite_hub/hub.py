@@ -26,6 +26,10 @@ from devhost.sqlite_hub.tx import Tx, log
 T = TypeVar("T")
 
 HEALTH_PING_SECONDS = 30.0
+# An abandoned work item is handed out again after this pause, so a worker that keeps
+# rejecting it (e.g. a version it will not run) does not spin. The reference re-queues
+# at once; Durable Task Scheduler also delays redelivery of abandoned work items.
+ABANDON_BACKOFF_SECONDS = 0.5
 
 
 class StaleLease(Exception):
@@ -149,8 +153,9 @@ class TaskHub:
         """Gives a work item back so it is handed out again (unknown tokens are ignored)."""
         with self.storage.lock:
             lease = self.leases.get(token, kind)
-            if lease is not None:
+            if lease is not None and lease.stream_id != 0:
                 self.leases.release(lease)
+                self.leases.hold(kind, lease.key, ev.now(), ABANDON_BACKOFF_SECONDS)
         self.signals.notify(state=False)
 
     # -- waiting -------------------------------------------------------------------------

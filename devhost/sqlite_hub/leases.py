@@ -70,6 +70,10 @@ class LeaseTable:
         self._by_key[(kind, key)] = lease
         return lease
 
+    def hold(self, kind: LeaseKind, key: str, now: float, seconds: float) -> None:
+        """Keeps a work item from being handed out for a while (a lease no worker holds)."""
+        self.grant(kind, key, 0, now).expires = now + seconds
+
     def get(self, token: str, kind: LeaseKind) -> Lease | None:
         lease = self._by_token.get(token)
         if lease is None or lease.kind != kind:
