@@ -10,6 +10,7 @@ reply in its thread, turns are in order, and the database passes `PRAGMA integri
 from __future__ import annotations
 
 import contextlib
+import http.client
 import random
 import sqlite3
 import threading
@@ -43,7 +44,10 @@ class Client(threading.Thread):
         while not self.stop.is_set():
             counter += 1
             message_id, content = unique(f"{self.thread_id}-{counter}"), f"{self.thread_id} says {counter}"
-            while not self.stop.is_set():  # resend with the same id until the outcome is known
+            # Resend with the same id until the outcome is known, even after `stop`: a POST
+            # cut off by a kill may have been accepted, and the tally must be exact.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
                 self.attempts += 1
                 try:
                     reply = self.host.api.post(
@@ -51,13 +55,16 @@ class Client(threading.Thread):
                         {"content": content, "message_id": message_id},
                         timeout=5,
                     )
-                except (OSError, urllib.error.URLError):
-                    time.sleep(0.1)
+                except (OSError, urllib.error.URLError, http.client.HTTPException):
+                    time.sleep(0.1)  # killed mid-request: the outcome is unknown
                     continue
                 if reply.status == 202:
                     self.accepted.append((message_id, content))
                     break
-                time.sleep(0.1)  # 503 while the backend restarts: try again
+                assert reply.status == 503, reply.body  # the backend is restarting: try again
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"message {message_id} never got a definite answer")
             time.sleep(random.uniform(0.02, 0.15))
 
 
