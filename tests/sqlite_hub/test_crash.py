@@ -105,9 +105,9 @@ class SidecarProcess:
         self.proc.wait(timeout=10)
         self.close_pipe()
 
-    def terminate(self) -> int:
+    def terminate(self, signum: int = signal.SIGTERM) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signum)
         code = self.proc.wait(timeout=15)
         self.close_pipe()
         return code
@@ -158,8 +158,9 @@ def retrying(fn: Callable[[], Any], timeout: float = 60) -> Any:
             time.sleep(0.1)
 
 
-def test_sigterm_shuts_down_cleanly(sidecar_proc: SidecarProcess) -> None:
-    assert sidecar_proc.terminate() == 0
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_shut_down_cleanly(sidecar_proc: SidecarProcess, signum: int) -> None:
+    assert sidecar_proc.terminate(signum) == 0
     assert sidecar_proc.db.exists()
 
 

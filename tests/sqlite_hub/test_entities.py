@@ -144,3 +144,14 @@ def test_clean_entity_storage(env: Env) -> None:
     assert result.empty_entities_removed == 1
     assert env.client.get_entity(empty) is None
     assert state_of(env, keep) == 1
+
+
+def test_delayed_signal_from_orchestration(env: Env) -> None:
+    key = env.iid("ds")
+    iid = env.client.schedule_new_orchestration(wf.delayed_signal_orch, input=key, instance_id=env.iid())
+    state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    due = json.loads(state.serialized_output or "")
+    eid = EntityInstanceId("counter", key)
+    eventually(lambda: state_of(env, eid) == 3)
+    assert time.time() >= due - 0.05

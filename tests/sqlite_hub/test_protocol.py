@@ -431,3 +431,95 @@ def test_entity_partial_and_failed_batches(stub: Any) -> None:
     finally:
         orch_stream.close()
         entity_stream.close()
+
+
+def test_abandoned_orchestration_and_entity_work_is_handed_out_again(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "abandon-1")
+        item = stream.next()
+        stub.AbandonTaskOrchestratorWorkItem(
+            pb.AbandonOrchestrationTaskRequest(completionToken=item.completionToken)
+        )
+        again = stream.next()
+        assert again.orchestratorRequest.instanceId == "abandon-1"
+        assert [e.WhichOneof("eventType") for e in again.orchestratorRequest.newEvents] == [
+            "orchestratorStarted",
+            "executionStarted",
+        ]
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="abandon-1", completionToken=again.completionToken, actions=[complete_action()]
+            )
+        )
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@ab", name="add", requestId="r1"))
+        batch = stream.next()
+        stub.AbandonTaskEntityWorkItem(pb.AbandonEntityTaskRequest(completionToken=batch.completionToken))
+        stub.AbandonTaskEntityWorkItem(pb.AbandonEntityTaskRequest(completionToken="e-unknown"))  # ignored
+        batch2 = stream.next()
+        assert batch2.entityRequestV2.operationRequests[0].entityOperationSignaled.requestId == "r1"
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch2.completionToken,
+                entityState=wrappers_pb2.StringValue(value="1"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@ab", includeState=True))
+        assert got.entity.serializedState.value == "1" and got.entity.backlogQueueSize == 0
+    finally:
+        stream.close()
+
+
+def test_locks_are_granted_released_and_orphans_cleaned(stub: Any, sidecar: SqliteSidecar) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "locker")
+        step = stream.next()
+        lock = pb.OrchestratorAction(
+            id=1,
+            sendEntityMessage=pb.SendEntityMessageAction(
+                entityLockRequested=pb.EntityLockRequestedEvent(
+                    criticalSectionId="cs-1",
+                    lockSet=["@ctr@l1", "@ctr@l2"],
+                    parentInstanceId=wrappers_pb2.StringValue(value="locker"),
+                )
+            ),
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(instanceId="locker", completionToken=step.completionToken, actions=[lock])
+        )
+        granted = stream.next()
+        assert granted.orchestratorRequest.newEvents[-1].entityLockGranted.criticalSectionId == "cs-1"
+        for eid in ("@ctr@l1", "@ctr@l2"):
+            got = stub.GetEntity(pb.GetEntityRequest(instanceId=eid))
+            assert got.exists and got.entity.lockedBy.value == "cs-1"
+        # A signal from someone else waits while the entity is locked.
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@l1", name="add", requestId="other"))
+        assert stream.empty_for(0.3)
+        # Completing the orchestration releases its locks; the waiting signal then runs.
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="locker", completionToken=granted.completionToken, actions=[complete_action()]
+            )
+        )
+        waiting = stream.next()
+        assert waiting.entityRequestV2.instanceId == "@ctr@l1"
+        assert not stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@l2")).entity.HasField("lockedBy")
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=waiting.completionToken,
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        # A lock whose owner is gone is orphaned and released by CleanEntityStorage.
+        with sidecar.storage.write() as conn:
+            conn.execute(
+                "UPDATE entities SET locked_by = 'cs-x', lock_owner = 'ghost' WHERE entity_id = '@ctr@l2'"
+            )
+        res = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(releaseOrphanedLocks=True))
+        assert res.orphanedLocksReleased == 1
+        res = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(removeEmptyEntities=True))
+        assert res.emptyEntitiesRemoved == 2
+    finally:
+        stream.close()

@@ -188,6 +188,13 @@ def lock_orch(ctx: task.OrchestrationContext, keys: list[str]) -> Gen:
     return values
 
 
+def delayed_signal_orch(ctx: task.OrchestrationContext, key: str) -> Gen:
+    at = ctx.current_utc_datetime + timedelta(seconds=1)
+    ctx.signal_entity(EntityInstanceId("counter", key), "add", 3, signal_time=at)
+    yield ctx.call_activity(double, input=0)
+    return at.timestamp()
+
+
 def entity_error_orch(ctx: task.OrchestrationContext, key: str) -> Gen:
     try:
         yield ctx.call_entity(EntityInstanceId("counter", key), "boom")
@@ -241,6 +248,7 @@ ORCHESTRATORS: list[Any] = [
     entity_orch,
     lock_orch,
     entity_error_orch,
+    delayed_signal_orch,
 ]
 ACTIVITIES: list[Any] = [double, fail_activity, flaky]
 
