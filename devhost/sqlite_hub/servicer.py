@@ -26,6 +26,7 @@ from devhost.sqlite_hub.tx import Tx, log
 
 _DEFAULT_WAIT_SECONDS = 30.0
 _HISTORY_CHUNK = 100
+_MAX_SKIP_BATCH = 500
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -240,6 +241,18 @@ class SqliteHubServicer(stubs.TaskHubSidecarServiceServicer):
             yield pb.HistoryChunk(
                 events=[ev.decode_event(b) for b in blobs[offset : offset + _HISTORY_CHUNK]]
             )
+
+    def SkipGracefulOrchestrationTerminations(self, request: Any, context: grpc.ServicerContext) -> Any:
+        ids = list(request.instanceBatch.instanceIds)
+        if len(ids) > _MAX_SKIP_BATCH:
+            _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"at most {_MAX_SKIP_BATCH} instances at a time"
+            )
+        reason = ev.opt_string(request, "reason")
+        done: list[bool] = self.hub.write(lambda tx: [steps.force_terminate(tx, i, reason) for i in ids])
+        return pb.SkipGracefulOrchestrationTerminationsResponse(
+            unterminatedInstanceIds=[i for i, ok in zip(ids, done, strict=True) if not ok]
+        )
 
     # -- entities ------------------------------------------------------------------------
 

@@ -151,27 +151,7 @@ class _Step:
         return consumed
 
     def _finish(self) -> None:
-        """The execution reached a terminal state: drop its inbox, tell the parent, free locks."""
-        self.conn.execute("DELETE FROM inbox WHERE instance_id = ?", (self.instance_id,))
-        parent_id, parent_execution, task_id = self.parent
-        if parent_id and task_id is not None:
-            if self.status == ev.COMPLETED:
-                reply = helpers.new_sub_orchestration_completed_event(task_id, self.output)
-            else:
-                # Azure Durable Task Scheduler hands the parent the child's own failure
-                # details; the reference re-wraps only the message.
-                details = self.failure or pb.TaskFailureDetails(
-                    errorType="OrchestrationTerminated",
-                    errorMessage=f"Sub-orchestration '{self.instance_id}' was terminated",
-                )
-                reply = pb.HistoryEvent(
-                    eventId=-1,
-                    subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
-                        taskScheduledId=task_id, failureDetails=details
-                    ),
-                )
-            instances.deliver(self.tx, parent_id, reply, execution_id=parent_execution)
-        entities.release_locks_of(self.tx, self.instance_id)
+        finish_execution(self.tx, self.instance_id, self.status, self.output, self.failure, self.parent)
 
     # -- actions -------------------------------------------------------------------------
 
@@ -413,6 +393,69 @@ class _Step:
         # makes the instance dispatchable for the post-rewind replay (as the reference).
         self.conn.execute("DELETE FROM inbox WHERE instance_id = ?", (self.instance_id,))
         instances.enqueue(self.tx, self.instance_id, ev.orchestrator_started(self.tx.now))
+
+
+def finish_execution(
+    tx: Tx,
+    instance_id: str,
+    status: int,
+    output: str | None,
+    failure: Any,
+    parent: tuple[str | None, str | None, int | None],
+) -> None:
+    """An execution reached a terminal state: drop its inbox, tell the parent, free locks."""
+    tx.conn.execute("DELETE FROM inbox WHERE instance_id = ?", (instance_id,))
+    parent_id, parent_execution, task_id = parent
+    if parent_id and task_id is not None:
+        if status == ev.COMPLETED:
+            reply = helpers.new_sub_orchestration_completed_event(task_id, output)
+        else:
+            # Azure Durable Task Scheduler hands the parent the child's own failure
+            # details; the reference re-wraps only the message.
+            details = failure or pb.TaskFailureDetails(
+                errorType="OrchestrationTerminated",
+                errorMessage=f"Sub-orchestration '{instance_id}' was terminated",
+            )
+            reply = pb.HistoryEvent(
+                eventId=-1,
+                subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
+                    taskScheduledId=task_id, failureDetails=details
+                ),
+            )
+        instances.deliver(tx, parent_id, reply, execution_id=parent_execution)
+    entities.release_locks_of(tx, instance_id)
+
+
+def force_terminate(tx: Tx, instance_id: str, reason: str | None) -> bool:
+    """Marks a live instance TERMINATED in storage at once, without running it.
+
+    Backs ``SkipGracefulOrchestrationTerminations`` (not in the reference; this follows
+    Azure Durable Task Scheduler). A step in flight for the instance becomes stale.
+    """
+    row = instances.get(tx.conn, instance_id)
+    if row is None or ev.is_terminal(row["status"]):
+        return False
+    tx.leases.drop_key("orchestration", instance_id)
+    seq = int(
+        tx.conn.execute(
+            "SELECT COALESCE(MAX(seq), -1) + 1 FROM history WHERE instance_id = ?", (instance_id,)
+        ).fetchone()[0]
+    )
+    completed = ev.stamped(
+        helpers.new_execution_completed_event(cast(Any, ev.TERMINATED), reason, None), tx.now
+    )
+    tx.conn.execute(
+        "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+        (instance_id, seq, ev.encode(completed)),
+    )
+    tx.conn.execute(
+        "UPDATE instances SET status = ?, output = ?, failure = NULL, completed_at = ?, last_updated_at = ?"
+        " WHERE instance_id = ?",
+        (ev.TERMINATED, reason, tx.now, tx.now, instance_id),
+    )
+    parent = (row["parent_instance_id"], row["parent_execution_id"], row["parent_task_id"])
+    finish_execution(tx, instance_id, ev.TERMINATED, reason, None, parent)
+    return True
 
 
 def prepare_rewind(tx: Tx, instance_id: str, reason: str | None) -> None:

@@ -523,3 +523,31 @@ def test_locks_are_granted_released_and_orphans_cleaned(stub: Any, sidecar: Sqli
         assert res.emptyEntitiesRemoved == 2
     finally:
         stream.close()
+
+
+def test_skip_graceful_terminations(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "skip-1")
+        item = stream.next()  # a step is in flight and becomes stale
+        res = stub.SkipGracefulOrchestrationTerminations(
+            pb.SkipGracefulOrchestrationTerminationsRequest(
+                instanceBatch=pb.InstanceBatch(instanceIds=["skip-1", "skip-missing"]),
+                reason=wrappers_pb2.StringValue(value='"forced"'),
+            )
+        )
+        assert list(res.unterminatedInstanceIds) == ["skip-missing"]
+        state = stub.GetInstance(pb.GetInstanceRequest(instanceId="skip-1", getInputsAndOutputs=True))
+        assert state.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_TERMINATED
+        assert state.orchestrationState.output.value == '"forced"'
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CompleteOrchestratorTask(
+                pb.OrchestratorResponse(
+                    instanceId="skip-1", completionToken=item.completionToken, actions=[complete_action()]
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        done = stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId="skip-1"), timeout=5)
+        assert done.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_TERMINATED
+    finally:
+        stream.close()
