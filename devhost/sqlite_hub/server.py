@@ -23,8 +23,9 @@ from devhost.sqlite_hub.storage import Storage
 
 log = logging.getLogger("devhost.sqlite_hub")
 
-# Each worker stream and each WaitFor* call holds a thread for its duration.
-_MAX_RPC_THREADS = 64
+# Each worker stream and each WaitFor* call holds a thread for its duration; threads are
+# created lazily, so a generous ceiling costs nothing until it is needed.
+_MAX_RPC_THREADS = 256
 
 
 class SqliteSidecar:

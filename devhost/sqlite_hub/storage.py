@@ -18,6 +18,7 @@ The interface is deliberately small:
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import sqlite3
 import threading
@@ -69,8 +70,12 @@ class Storage:
             self._conn = conn
 
     def close(self) -> None:
+        """Closes the connection; a clean close folds the WAL back into the main file."""
         with self.lock:
             if self._conn is not None:
+                # If another connection holds the file the WAL simply stays (still valid).
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
                 self._conn = None
 
