@@ -9,6 +9,7 @@ FAILED_PRECONDITION (the reference silently ignores it).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -200,7 +201,7 @@ class SqliteHubServicer(stubs.TaskHubSidecarServiceServicer):
                     f"Orchestration instance '{request.instanceId}' is not in a terminal state"
                 )
             new_id = uuid.uuid4().hex if request.restartWithNewInstanceId else request.instanceId
-            tags = None if row["tags"] is None else dict(__import__("json").loads(row["tags"]))
+            tags = None if row["tags"] is None else dict(json.loads(row["tags"]))
             instances.create(tx, new_id, row["name"], row["input"], version=row["version"], tags=tags)
             return new_id
 

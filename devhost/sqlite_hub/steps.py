@@ -14,6 +14,8 @@ orchestratorCompleted / executionCompleted) follows the reference backend.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import uuid
 from typing import Any, cast
 
@@ -100,7 +102,9 @@ class _Step:
         try:
             for action in response.actions:
                 self._action(action)
-        except Exception as exc:  # noqa: BLE001 (any failure fails the orchestration)  # the reference fails the orchestration rather than wedging it
+        except sqlite3.Error:
+            raise  # a storage failure rolls the whole step back; it is retried
+        except Exception as exc:  # noqa: BLE001 - like the reference, a bad action fails the orchestration
             log.exception("error applying actions of '%s'", self.instance_id)
             if not ev.is_terminal(self.status):
                 self.status = ev.FAILED
@@ -229,7 +233,7 @@ class _Step:
             (self.instance_id,),
         ).fetchall()
         self.conn.execute("DELETE FROM inbox WHERE instance_id = ?", (self.instance_id,))
-        tags = None if self.tags is None else dict(__import__("json").loads(self.tags))
+        tags = None if self.tags is None else dict(json.loads(self.tags))
         instances.enqueue(self.tx, self.instance_id, ev.orchestrator_started(self.tx.now))
         instances.enqueue(
             self.tx,
