@@ -76,6 +76,7 @@ class WorkItemDriver:
         self._orchestration_slots = asyncio.Semaphore(MAX_CONCURRENT_ORCHESTRATIONS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._grace = 5.0
         self._connected = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
 
@@ -134,6 +135,9 @@ class WorkItemDriver:
                     )
             finally:
                 self._connected.clear()
+                if self._stopping.is_set() and self._tasks:
+                    # Let running work complete over this channel before closing it.
+                    await asyncio.wait(self._tasks, timeout=self._grace)
                 await self._channel.close(grace=None)
             if not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -141,6 +145,8 @@ class WorkItemDriver:
                 delay = min(delay * 2, 5.0)
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking work; running work gets `grace` seconds to finish and complete."""
+        self._grace = grace
         self._stopping.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
