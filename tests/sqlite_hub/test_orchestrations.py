@@ -29,6 +29,9 @@ def test_hello(env: Env) -> None:
     with grpc.insecure_channel(env.address) as channel:
         stub: Any = stubs.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
         assert stub.Hello(empty_pb2.Empty(), timeout=5) == empty_pb2.Empty()
+        # Task hub management is a no-op on both backends.
+        assert stub.CreateTaskHub(pb.CreateTaskHubRequest(recreateIfExists=False), timeout=5) is not None
+        assert stub.DeleteTaskHub(pb.DeleteTaskHubRequest(), timeout=5) is not None
 
 
 def test_activity_sequence(env: Env) -> None:
