@@ -188,20 +188,101 @@ def test_tags_reach_history(env: Env) -> None:
     assert dict(getattr(started[0], "tags", None) or {}) == {"team": "agents", "tier": "dev"}
 
 
-def test_history_shape_matches_reference(env: Env) -> None:
-    iid = env.client.schedule_new_orchestration(wf.parent_orch, input=1, instance_id=env.iid())
+_STEP_OPEN, _STEP_CLOSE = "OrchestratorStarted", "OrchestratorCompleted"
+_START = [_STEP_OPEN, "ExecutionStarted"]
+_END = [_STEP_CLOSE, "ExecutionCompleted"]
+
+# History shapes recorded from the reference backend for deterministic orchestrations.
+HISTORY_SHAPES: list[tuple[str, Any, list[str]]] = [
+    (
+        "seq_orch",
+        2,
+        [
+            *_START,
+            "TaskScheduled",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "TaskCompleted",
+            "TaskScheduled",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "TaskCompleted",
+            *_END,
+        ],
+    ),
+    ("timer_orch", 0.2, [*_START, "TimerCreated", _STEP_CLOSE, _STEP_OPEN, "TimerFired", *_END]),
+    (
+        "can_orch",
+        {"count": 1, "limit": 2},
+        [*_START, "TaskScheduled", _STEP_CLOSE, _STEP_OPEN, "TaskCompleted", *_END],
+    ),
+    ("failing_orch", "x", [*_START, "TaskScheduled", _STEP_CLOSE, _STEP_OPEN, "TaskFailed", *_END]),
+    (
+        "retry_orch",
+        "RETRY",
+        [
+            *_START,
+            "TaskScheduled",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "TaskFailed",
+            "TimerCreated",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "TimerFired",
+            "TaskScheduled",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "TaskCompleted",
+            *_END,
+        ],
+    ),
+    (
+        "parent_orch",
+        1,
+        [
+            *_START,
+            "SubOrchestrationInstanceCreated",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "SubOrchestrationInstanceCompleted",
+            *_END,
+        ],
+    ),
+    (
+        "entity_orch",
+        "KEY",
+        [
+            *_START,
+            "EntityOperationCalled",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "EntityOperationCompleted",
+            "EntityOperationSignaled",
+            "EntityOperationCalled",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "EntityOperationCompleted",
+            "EntityOperationCalled",
+            _STEP_CLOSE,
+            _STEP_OPEN,
+            "EntityOperationCompleted",
+            *_END,
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "payload", "expected"), HISTORY_SHAPES, ids=[c[0] for c in HISTORY_SHAPES])
+def test_history_shape_matches_reference(env: Env, name: str, payload: Any, expected: list[str]) -> None:
+    if payload in ("RETRY", "KEY"):
+        payload = env.iid(name)
+        if name == "retry_orch":
+            wf.set_flaky(payload, 1)
+    iid = env.client.schedule_new_orchestration(name, input=payload, instance_id=env.iid())
     env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
-    kinds = [type(e).__name__ for e in env.client.get_orchestration_history(iid)]
-    assert kinds == [
-        "OrchestratorStartedEvent",
-        "ExecutionStartedEvent",
-        "SubOrchestrationInstanceCreatedEvent",
-        "OrchestratorCompletedEvent",
-        "OrchestratorStartedEvent",
-        "SubOrchestrationInstanceCompletedEvent",
-        "OrchestratorCompletedEvent",
-        "ExecutionCompletedEvent",
-    ]
+    kinds = [type(e).__name__.removesuffix("Event") for e in env.client.get_orchestration_history(iid)]
+    assert kinds == expected
 
 
 def test_stream_history_of_missing_instance(env: Env) -> None:
