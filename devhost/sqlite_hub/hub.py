@@ -25,6 +25,9 @@ from devhost.sqlite_hub.tx import Tx, log
 
 T = TypeVar("T")
 
+# An idle GetWorkItems stream gets a healthPing this often. The reference sends none, so
+# an idle Python worker gives up on its stream after 120 s of silence and reconnects;
+# Durable Task Scheduler pings idle streams, and so does this hub.
 HEALTH_PING_SECONDS = 30.0
 # An abandoned work item is handed out again after this pause, so a worker that keeps
 # rejecting it (e.g. a version it will not run) does not spin. The reference re-queues
