@@ -51,6 +51,7 @@ class TaskHub:
     ) -> None:
         self.storage = storage
         self.leases = LeaseTable(lease_seconds)
+        self.health_ping_seconds = HEALTH_PING_SECONDS
         self.signals = timers.Signals()
         self.max_history = max_history
         self._streams: dict[int, Stream] = {}

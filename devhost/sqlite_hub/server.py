@@ -16,7 +16,7 @@ from typing import Any, Literal
 import grpc
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
-from devhost.sqlite_hub.hub import TaskHub
+from devhost.sqlite_hub.hub import HEALTH_PING_SECONDS, TaskHub
 from devhost.sqlite_hub.leases import DEFAULT_LEASE_SECONDS
 from devhost.sqlite_hub.servicer import SqliteHubServicer
 from devhost.sqlite_hub.storage import Storage
@@ -47,6 +47,7 @@ class SqliteSidecar:
         self.address = ""
         # Tunables for tests and the benchmark; not part of the host's API.
         self.lease_seconds = DEFAULT_LEASE_SECONDS
+        self.health_ping_seconds = HEALTH_PING_SECONDS
         self.storage = Storage(self.db_path, durability)
         self.hub: TaskHub | None = None
         self._server: grpc.Server | None = None
@@ -56,6 +57,7 @@ class SqliteSidecar:
             raise RuntimeError("sidecar already started")
         self.storage.open()
         self.hub = TaskHub(self.storage, lease_seconds=self.lease_seconds)
+        self.hub.health_ping_seconds = self.health_ping_seconds
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=_MAX_RPC_THREADS, thread_name_prefix="taskhub")
         )

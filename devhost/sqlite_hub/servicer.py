@@ -22,7 +22,7 @@ from google.protobuf import empty_pb2, wrappers_pb2
 
 from devhost.sqlite_hub import entities, instances, queries, steps
 from devhost.sqlite_hub import events as ev
-from devhost.sqlite_hub.hub import HEALTH_PING_SECONDS, StaleLease, TaskHub
+from devhost.sqlite_hub.hub import StaleLease, TaskHub
 from devhost.sqlite_hub.tx import Tx, log
 
 _DEFAULT_WAIT_SECONDS = 30.0
@@ -306,7 +306,7 @@ class SqliteHubServicer(stubs.TaskHubSidecarServiceServicer):
                     yield item
                     last_sent = time.monotonic()
                     continue
-                ping_in = HEALTH_PING_SECONDS - (time.monotonic() - last_sent)
+                ping_in = self.hub.health_ping_seconds - (time.monotonic() - last_sent)
                 if ping_in <= 0:
                     yield pb.WorkItem(healthPing=pb.HealthPing())
                     last_sent = time.monotonic()

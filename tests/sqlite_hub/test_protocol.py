@@ -553,3 +553,20 @@ def test_skip_graceful_terminations(stub: Any) -> None:
         assert done.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_TERMINATED
     finally:
         stream.close()
+
+
+def test_idle_streams_get_health_pings(tmp_path: pathlib.Path) -> None:
+    hub = SqliteSidecar(tmp_path / "ping.db")
+    hub.health_ping_seconds = 0.2
+    hub.start()
+    try:
+        with grpc.insecure_channel(hub.address) as channel:
+            stub: Any = stubs.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
+            call = stub.GetWorkItems(pb.GetWorkItemsRequest())
+            began = time.monotonic()
+            first = next(iter(call))
+            assert first.HasField("healthPing")
+            assert 0.1 <= time.monotonic() - began < 5
+            call.cancel()
+    finally:
+        hub.stop()
