@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pathlib
 import socket
@@ -45,15 +46,17 @@ class Env:
         return self.kind == "sqlite"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Env]:
+@contextlib.contextmanager
+def running_backend(kind: str, directory: pathlib.Path) -> Iterator[Env]:
+    """Starts one backend (the reference or the SQLite hub) with a started worker and a client."""
     port = free_port()
     sidecar: SqliteSidecar | None = None
-    if request.param == "memory":
-        backend: Any = create_test_backend(port=port)
+    backend: Any = None
+    if kind == "memory":
+        backend = create_test_backend(port=port)
         address = f"127.0.0.1:{port}"
     else:
-        sidecar = SqliteSidecar(tmp_path / "hub" / "taskhub.db", port=port)
+        sidecar = SqliteSidecar(directory / "hub" / "taskhub.db", port=port)
         sidecar.start()
         address = sidecar.address
     worker: Any = TaskHubGrpcWorker(host_address=address)
@@ -61,7 +64,7 @@ def env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Env]
     worker.start()
     client = TaskHubGrpcClient(host_address=address)
     try:
-        yield Env(request.param, address, client, worker, sidecar)
+        yield Env(kind, address, client, worker, sidecar)
     finally:
         worker.stop()
         client.close()
@@ -76,3 +79,25 @@ def env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Env]
         else:
             backend.stop()
             backend.reset()
+
+
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def shared_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One backend per test module and kind (worker start/stop costs about a second)."""
+    with running_backend(request.param, tmp_path_factory.mktemp(request.param)) as env:
+        yield env
+
+
+@pytest.fixture
+def env(shared_env: Env) -> Iterator[Env]:
+    """The module's backend; tests use unique instance ids. The SQLite file is checked after each test."""
+    yield shared_env
+    if shared_env.sidecar is not None:
+        assert shared_env.sidecar.integrity_check() == "ok"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def isolated_env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Env]:
+    """A fresh backend, for tests whose assertions cover every instance or entity in the hub."""
+    with running_backend(request.param, tmp_path) as env:
+        yield env

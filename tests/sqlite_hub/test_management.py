@@ -169,21 +169,25 @@ def test_query_instances_filters_and_paging(env: Env) -> None:
     env.client.wait_for_orchestration_completion(running, timeout=TIMEOUT)
 
 
-def test_list_instance_ids_paging(env: Env) -> None:
+def test_list_instance_ids_paging(isolated_env: Env) -> None:
     ids = [
-        env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid("l"))
+        isolated_env.client.schedule_new_orchestration(
+            wf.seq_orch, input=0, instance_id=isolated_env.iid("l")
+        )
         for _ in range(5)
     ]
     for iid in ids:
-        env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
-    failed = env.client.schedule_new_orchestration(wf.failing_orch, input="x", instance_id=env.iid("f"))
-    env.client.wait_for_orchestration_completion(failed, timeout=TIMEOUT)
+        isolated_env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    failed = isolated_env.client.schedule_new_orchestration(
+        wf.failing_orch, input="x", instance_id=isolated_env.iid("f")
+    )
+    isolated_env.client.wait_for_orchestration_completion(failed, timeout=TIMEOUT)
 
     seen: list[str] = []
     token: str | None = None
     pages = 0
     while True:
-        page = env.client.list_instance_ids(page_size=2, continuation_token=token)
+        page = isolated_env.client.list_instance_ids(page_size=2, continuation_token=token)
         seen.extend(page.items)
         pages += 1
         token = page.continuation_token
@@ -191,10 +195,10 @@ def test_list_instance_ids_paging(env: Env) -> None:
             break
     assert sorted(seen) == sorted([*ids, failed])
     assert pages == 3
-    only_failed = env.client.list_instance_ids(runtime_status=[OrchestrationStatus.FAILED])
+    only_failed = isolated_env.client.list_instance_ids(runtime_status=[OrchestrationStatus.FAILED])
     assert only_failed.items == [failed]
     future = datetime.now(UTC) + timedelta(hours=1)
-    assert env.client.list_instance_ids(completed_time_from=future).items == []
+    assert isolated_env.client.list_instance_ids(completed_time_from=future).items == []
 
 
 def test_purge_by_id(env: Env) -> None:
@@ -223,22 +227,26 @@ def test_purge_recursive(env: Env) -> None:
         assert result.deleted_instance_count == 1 and child is not None
 
 
-def test_purge_by_filter(env: Env) -> None:
+def test_purge_by_filter(isolated_env: Env) -> None:
     start = datetime.now(UTC) - timedelta(seconds=1)
     done = [
-        env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid("p"))
+        isolated_env.client.schedule_new_orchestration(
+            wf.seq_orch, input=0, instance_id=isolated_env.iid("p")
+        )
         for _ in range(3)
     ]
-    failed = env.client.schedule_new_orchestration(wf.failing_orch, input="x", instance_id=env.iid("pf"))
+    failed = isolated_env.client.schedule_new_orchestration(
+        wf.failing_orch, input="x", instance_id=isolated_env.iid("pf")
+    )
     for iid in [*done, failed]:
-        env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
-    result = env.client.purge_orchestrations_by(
+        isolated_env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+    result = isolated_env.client.purge_orchestrations_by(
         created_time_from=start, runtime_status=[OrchestrationStatus.COMPLETED]
     )
     assert result.deleted_instance_count == 3
-    assert all(env.client.get_orchestration_state(i) is None for i in done)
-    assert env.client.get_orchestration_state(failed) is not None
-    result = env.client.purge_orchestrations_by(created_time_to=start)
+    assert all(isolated_env.client.get_orchestration_state(i) is None for i in done)
+    assert isolated_env.client.get_orchestration_state(failed) is not None
+    result = isolated_env.client.purge_orchestrations_by(created_time_to=start)
     assert result.deleted_instance_count == 0
 
 
@@ -330,15 +338,17 @@ def test_terminate_non_recursive_leaves_child_running(env: Env) -> None:
     assert state is not None and state.runtime_status == OrchestrationStatus.TERMINATED
 
 
-def test_list_and_query_time_windows(env: Env) -> None:
-    iid = env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=env.iid())
-    env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
+def test_list_and_query_time_windows(isolated_env: Env) -> None:
+    iid = isolated_env.client.schedule_new_orchestration(wf.seq_orch, input=0, instance_id=isolated_env.iid())
+    isolated_env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
     past = datetime.now(UTC) - timedelta(hours=1)
     future = datetime.now(UTC) + timedelta(hours=1)
-    assert env.client.list_instance_ids(completed_time_from=past, completed_time_to=future).items == [iid]
-    assert env.client.list_instance_ids(completed_time_to=past).items == []
-    found = env.client.get_all_orchestration_states(
+    assert isolated_env.client.list_instance_ids(
+        completed_time_from=past, completed_time_to=future
+    ).items == [iid]
+    assert isolated_env.client.list_instance_ids(completed_time_to=past).items == []
+    found = isolated_env.client.get_all_orchestration_states(
         OrchestrationQuery(created_time_from=past, created_time_to=future)
     )
     assert [s.instance_id for s in found] == [iid]
-    assert env.client.get_all_orchestration_states(OrchestrationQuery(created_time_to=past)) == []
+    assert isolated_env.client.get_all_orchestration_states(OrchestrationQuery(created_time_to=past)) == []
