@@ -1,0 +1,32 @@
+"""The model sees a bounded window: the system prompt always, then the newest messages that fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.fakes.model_server import FakeModelServer
+from tests.integration.conftest import model_env, unique
+from tests.integration.harness import DevhostProcess
+
+
+def test_old_messages_drop_out_of_the_window_but_stay_in_history(
+    tmp_path: Path, model: FakeModelServer
+) -> None:
+    env = {**model_env(model), "CONTEXT_WINDOW_BYTES": "1000", "SYSTEM_PROMPT": "Be brief."}
+    host = DevhostProcess(tmp_path / "devhost.log", backend="memory", env=env).start()
+    try:
+        thread = unique("window")
+        assert host.api.post("/api/threads", {"thread_id": thread}).status == 201
+        for letter in "abc":
+            reply = host.api.post(f"/api/threads/{thread}/messages?wait=30", {"content": letter * 300})
+            assert reply.status == 200
+        sent = model.requests[-1].messages
+        assert sent[0] == {"role": "system", "content": "Be brief."}
+        # 1000 bytes hold the system prompt and the three newest messages (about 300 bytes
+        # each); the first exchange no longer fits.
+        assert [m["content"][:7] for m in sent[1:]] == ["b" * 7, "echo: b", "c" * 7]
+        assert sum(len(m["content"]) for m in sent) <= 1000
+        history = host.api.get(f"/api/threads/{thread}/messages?limit=200").json["messages"]
+        assert len(history) == 7  # nothing is deleted from the thread itself
+    finally:
+        assert host.stop() == 0
