@@ -39,6 +39,10 @@ class StaleLease(Exception):
     """A completion arrived for a lease that is not current (stale, unknown or used)."""
 
 
+class BadChunk(Exception):
+    """A chunked orchestrator response arrived out of order."""
+
+
 @dataclass
 class Stream:
     info: dispatch.StreamInfo
@@ -117,8 +121,22 @@ class TaskHub:
         return lease
 
     def complete_orchestration(self, response: Any) -> None:
+        """Applies a step; chunked responses (``isPartial``) are collected until the last chunk."""
         with self.storage.lock:
             lease = self._lease(response.completionToken, "orchestration", response.instanceId)
+            index = response.chunkIndex.value if response.HasField("chunkIndex") else len(lease.chunks)
+            if index != len(lease.chunks):
+                raise BadChunk(f"expected chunk {len(lease.chunks)} of '{lease.key}', got {index}")
+            if response.isPartial:
+                lease.chunks.append(response)
+                return
+            if lease.chunks:
+                merged = pb.OrchestratorResponse()
+                merged.CopyFrom(response)
+                del merged.actions[:]
+                for chunk in [*lease.chunks, response]:
+                    merged.actions.extend(chunk.actions)
+                response = merged
             try:
                 self.write(lambda tx: self._apply_step(tx, lease, response))
                 self.steps_applied += 1

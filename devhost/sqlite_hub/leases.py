@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 LeaseKind = Literal["orchestration", "activity", "entity"]
 
@@ -42,6 +42,8 @@ class Lease:
     # orchestration: the orchestratorStarted event prepended to this dispatch, if any.
     prefix: bytes | None = None
     execution_id: str = ""
+    # orchestration: the partial (chunked) responses received so far for this step.
+    chunks: list[Any] = field(default_factory=list)
 
 
 class LeaseTable:

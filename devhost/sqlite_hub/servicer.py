@@ -22,7 +22,7 @@ from google.protobuf import empty_pb2, wrappers_pb2
 
 from devhost.sqlite_hub import entities, instances, queries, steps
 from devhost.sqlite_hub import events as ev
-from devhost.sqlite_hub.hub import StaleLease, TaskHub
+from devhost.sqlite_hub.hub import BadChunk, StaleLease, TaskHub
 from devhost.sqlite_hub.tx import Tx, log
 
 _DEFAULT_WAIT_SECONDS = 30.0
@@ -326,9 +326,10 @@ class SqliteHubServicer(stubs.TaskHubSidecarServiceServicer):
         return pb.CompleteTaskResponse()
 
     def CompleteOrchestratorTask(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if request.isPartial:
-            _abort(context, grpc.StatusCode.UNIMPLEMENTED, "chunked orchestrator responses are not supported")
-        return self._complete(context, self.hub.complete_orchestration, request)
+        try:
+            return self._complete(context, self.hub.complete_orchestration, request)
+        except BadChunk as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     def CompleteActivityTask(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._complete(context, self.hub.complete_activity, request)

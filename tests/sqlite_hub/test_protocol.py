@@ -570,3 +570,52 @@ def test_idle_streams_get_health_pings(tmp_path: pathlib.Path) -> None:
             call.cancel()
     finally:
         hub.stop()
+
+
+def test_chunked_orchestrator_response(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "chunks-1")
+        item = stream.next()
+        token = item.completionToken
+        first = pb.OrchestratorAction(
+            id=1, scheduleTask=pb.ScheduleTaskAction(name="a", input=wrappers_pb2.StringValue(value="1"))
+        )
+        second = pb.OrchestratorAction(
+            id=2, scheduleTask=pb.ScheduleTaskAction(name="b", input=wrappers_pb2.StringValue(value="2"))
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="chunks-1",
+                completionToken=token,
+                actions=[first],
+                isPartial=True,
+                chunkIndex=wrappers_pb2.Int32Value(value=0),
+            )
+        )
+        with pytest.raises(grpc.RpcError) as err:  # out of order
+            stub.CompleteOrchestratorTask(
+                pb.OrchestratorResponse(
+                    instanceId="chunks-1", completionToken=token, chunkIndex=wrappers_pb2.Int32Value(value=5)
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert stream.empty_for(0.2)  # nothing applied before the last chunk
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="chunks-1",
+                completionToken=token,
+                actions=[second],
+                chunkIndex=wrappers_pb2.Int32Value(value=1),
+            )
+        )
+        names = sorted(stream.next().activityRequest.name for _ in range(2))
+        assert names == ["a", "b"]
+        history = [
+            e
+            for chunk in stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId="chunks-1"))
+            for e in chunk.events
+        ]
+        assert sum(1 for e in history if e.HasField("taskScheduled")) == 2
+    finally:
+        stream.close()
