@@ -64,9 +64,13 @@ class SqliteSidecar:
         add_servicer: Callable[[Any, grpc.Server], None] = stubs.add_TaskHubSidecarServiceServicer_to_server
         add_servicer(SqliteHubServicer(self.hub), server)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        bound = server.add_insecure_port(f"{host}:{self.requested_port}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{self.requested_port}")
+        except RuntimeError:
+            bound = 0
         if bound == 0:
             self.storage.close()
+            self.hub = None
             raise OSError(f"could not bind {self.host}:{self.requested_port}")
         server.start()
         self._server = server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 import sqlite3
 
 import pytest
@@ -81,3 +82,13 @@ def test_sidecar_start_stop_and_address(tmp_path: pathlib.Path) -> None:
         assert (tmp_path / "new" / "hub.db").exists()
     finally:
         hub.stop(grace=1.0)
+
+
+def test_start_fails_cleanly_when_the_port_is_taken(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        hub = SqliteSidecar(tmp_path / "hub.db", port=taken.getsockname()[1])
+        with pytest.raises(OSError, match="could not bind"):
+            hub.start()
+        assert hub.storage._conn is None
