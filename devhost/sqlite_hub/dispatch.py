@@ -69,6 +69,12 @@ def matches(name: str, version: str | None, filt: FilterMap | None) -> bool:
     return not versions or (version or "") in versions
 
 
+def _names(filt: FilterMap | None) -> str | None:
+    """The filter's names as a JSON array for SQL (None: no filter), so a filtered stream
+    is not starved by a long queue of work it may not take."""
+    return None if filt is None else json.dumps(sorted(filt))
+
+
 def _entity_name(entity_id: str) -> str:
     try:
         return str(EntityInstanceId.parse(entity_id).entity)
@@ -96,8 +102,9 @@ def _orchestration(conn: sqlite3.Connection, leases: LeaseTable, stream: StreamI
         "  AND i.instance_id NOT IN (SELECT value FROM json_each(?3))"
         "  AND NOT EXISTS (SELECT 1 FROM inbox s WHERE s.instance_id = i.instance_id"
         "                  AND s.kind = 'executionStarted' AND s.visible_at > ?1)"
+        "  AND (?5 IS NULL OR i.name IN (SELECT value FROM json_each(?5)))"
         " GROUP BY i.instance_id ORDER BY first LIMIT ?4",
-        (now, ev.SUSPENDED, leased, _SCAN),
+        (now, ev.SUSPENDED, leased, _SCAN, _names(stream.orchestrations)),
     ).fetchall()
     for cand in candidates:
         if not matches(cand["name"], cand["version"], stream.orchestrations):
@@ -139,8 +146,10 @@ def _activity(conn: sqlite3.Connection, leases: LeaseTable, stream: StreamInfo, 
     leased = json.dumps([int(k) for k in leases.keys("activity")])
     rows = conn.execute(
         "SELECT id, name, version, execution_id, request FROM activities"
-        " WHERE id NOT IN (SELECT value FROM json_each(?1)) ORDER BY id LIMIT ?2",
-        (leased, _SCAN),
+        " WHERE id NOT IN (SELECT value FROM json_each(?1))"
+        "  AND (?3 IS NULL OR name IN (SELECT value FROM json_each(?3)))"
+        " ORDER BY id LIMIT ?2",
+        (leased, _SCAN, _names(stream.activities)),
     ).fetchall()
     for row in rows:
         if not matches(row["name"], row["version"], stream.activities):

@@ -357,7 +357,8 @@ def test_work_item_filters(stub: Any) -> None:
         ),
     )
     try:
-        start(stub, "filter-a", name="a")
+        for i in range(100):  # a long queue of work this stream may not take comes first
+            start(stub, f"filter-a{i}", name="a")
         start(stub, "filter-b", name="b")
         item = only_b.next()
         assert item.orchestratorRequest.instanceId == "filter-b"
