@@ -12,6 +12,11 @@ carrying history events). The protocol has no capability flag for it, so the rul
 is: a worker that declares ``maxConcurrentEntityWorkItems`` in its ``GetWorkItems``
 request (the older, batch-request workers did) gets the V1 ``EntityBatchRequest``; all
 others, including the Python SDK worker, get V2 like the reference.
+
+Flow control: unlike the reference (which streams everything it has), no more than the
+worker's declared ``maxConcurrent*WorkItems`` of each kind are outstanding on one stream,
+as with Azure Durable Task Scheduler. Work then spreads across workers, and items do not
+sit in a worker's local queue while their leases run out.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 
 from devhost.sqlite_hub import entities
 from devhost.sqlite_hub import events as ev
-from devhost.sqlite_hub.leases import LeaseTable
+from devhost.sqlite_hub.leases import LeaseKind, LeaseTable
 
 FilterMap = dict[str, frozenset[str]]
 
@@ -41,10 +46,20 @@ class StreamInfo:
     activities: FilterMap | None = None
     entities: FilterMap | None = None
     entity_v1: bool = False
+    # Most work items of each kind outstanding on this stream at once (0: no limit).
+    max_orchestrations: int = 0
+    max_activities: int = 0
+    max_entities: int = 0
 
 
 def stream_info(stream_id: int, request: Any) -> StreamInfo:
-    info = StreamInfo(stream_id=stream_id, entity_v1=request.maxConcurrentEntityWorkItems > 0)
+    info = StreamInfo(
+        stream_id=stream_id,
+        entity_v1=request.maxConcurrentEntityWorkItems > 0,
+        max_orchestrations=request.maxConcurrentOrchestrationWorkItems,
+        max_activities=request.maxConcurrentActivityWorkItems,
+        max_entities=request.maxConcurrentEntityWorkItems,
+    )
     if request.HasField("workItemFilters"):
         wf = request.workItemFilters
 
@@ -85,11 +100,18 @@ def _entity_name(entity_id: str) -> str:
 def take(conn: sqlite3.Connection, leases: LeaseTable, stream: StreamInfo, now: float) -> Any:
     """The next work item for this stream (leased to it), or None."""
     leases.expire(now)
-    return (
-        _orchestration(conn, leases, stream, now)
-        or _activity(conn, leases, stream, now)
-        or _entity(conn, leases, stream, now)
-    )
+    item: Any = None
+    if _room(leases, stream, "orchestration", stream.max_orchestrations):
+        item = _orchestration(conn, leases, stream, now)
+    if item is None and _room(leases, stream, "activity", stream.max_activities):
+        item = _activity(conn, leases, stream, now)
+    if item is None and _room(leases, stream, "entity", stream.max_entities):
+        item = _entity(conn, leases, stream, now)
+    return item
+
+
+def _room(leases: LeaseTable, stream: StreamInfo, kind: LeaseKind, limit: int) -> bool:
+    return limit <= 0 or leases.count(stream.stream_id, kind) < limit
 
 
 def _orchestration(conn: sqlite3.Connection, leases: LeaseTable, stream: StreamInfo, now: float) -> Any:

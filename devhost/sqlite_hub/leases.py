@@ -85,6 +85,11 @@ class LeaseTable:
     def held(self, kind: LeaseKind, key: str) -> Lease | None:
         return self._by_key.get((kind, key))
 
+    def count(self, stream_id: int, kind: LeaseKind) -> int:
+        return sum(
+            1 for lease in self._by_token.values() if lease.stream_id == stream_id and lease.kind == kind
+        )
+
     def keys(self, kind: LeaseKind) -> list[str]:
         return [key for (k, key) in self._by_key if k == kind]
 

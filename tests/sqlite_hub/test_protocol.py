@@ -620,3 +620,28 @@ def test_chunked_orchestrator_response(stub: Any) -> None:
         assert sum(1 for e in history if e.HasField("taskScheduled")) == 2
     finally:
         stream.close()
+
+
+def test_declared_concurrency_limits_outstanding_work(stub: Any) -> None:
+    stream = RawStream(stub, pb.GetWorkItemsRequest(maxConcurrentActivityWorkItems=1))
+    try:
+        start(stub, "limit-1")
+        step = stream.next()
+        actions = [
+            pb.OrchestratorAction(id=i, scheduleTask=pb.ScheduleTaskAction(name=f"work{i}")) for i in (1, 2)
+        ]
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="limit-1", completionToken=step.completionToken, actions=actions
+            )
+        )
+        first = stream.next()
+        assert first.activityRequest.name == "work1"
+        assert stream.empty_for(0.3)  # one activity outstanding is the declared limit
+        stub.CompleteActivityTask(
+            pb.ActivityResponse(instanceId="limit-1", taskId=1, completionToken=first.completionToken)
+        )
+        kinds = {stream.next().WhichOneof("request") for _ in range(2)}
+        assert kinds == {"activityRequest", "orchestratorRequest"}
+    finally:
+        stream.close()
