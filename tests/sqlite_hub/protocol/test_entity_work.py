@@ -1,0 +1,292 @@
+"""Protocol-level tests of entity work: both request versions, partial and failed batches,
+locks and work filters, with raw gRPC against the SQLite hub.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from durabletask.internal import orchestrator_service_pb2 as pb
+from google.protobuf import wrappers_pb2
+
+from devhost.sqlite_hub import SqliteSidecar
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
+
+
+def _entity_step(stub: Any, stream: RawStream) -> Any:
+    item = stream.next()
+    assert item.HasField("entityRequest"), item
+    return item
+
+
+def test_entity_v1_protocol_for_batch_workers(stub: Any) -> None:
+    """A worker declaring maxConcurrentEntityWorkItems gets V1 EntityBatchRequests."""
+    orch_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
+        ),
+    )
+    entity_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            maxConcurrentEntityWorkItems=1,
+            workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")]),
+        ),
+    )
+    try:
+        stub.SignalEntity(
+            pb.SignalEntityRequest(
+                instanceId="@ctr@k", name="add", input=wrappers_pb2.StringValue(value="5"), requestId="r1"
+            )
+        )
+        batch = _entity_step(stub, entity_stream)
+        assert batch.entityRequest.instanceId == "@ctr@k"
+        assert [(o.operation, o.requestId, o.input.value) for o in batch.entityRequest.operations] == [
+            ("add", "r1", "5")
+        ]
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                entityState=wrappers_pb2.StringValue(value="5"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@k", includeState=True))
+        assert got.exists and got.entity.serializedState.value == "5"
+
+        # An orchestration calls the entity; the V1 result (no operationInfos) is routed back.
+        start(stub, "caller-1")
+        step = orch_stream.next()
+        call = pb.OrchestratorAction(
+            id=1,
+            sendEntityMessage=pb.SendEntityMessageAction(
+                entityOperationCalled=pb.EntityOperationCalledEvent(
+                    requestId="r2",
+                    operation="get",
+                    parentInstanceId=wrappers_pb2.StringValue(value="caller-1"),
+                    targetInstanceId=wrappers_pb2.StringValue(value="@ctr@k"),
+                )
+            ),
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="caller-1", completionToken=step.completionToken, actions=[call]
+            )
+        )
+        batch = _entity_step(stub, entity_stream)
+        assert batch.entityRequest.entityState.value == "5"
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                entityState=wrappers_pb2.StringValue(value="5"),
+                results=[
+                    pb.OperationResult(
+                        success=pb.OperationResultSuccess(result=wrappers_pb2.StringValue(value="5"))
+                    )
+                ],
+            )
+        )
+        step2 = orch_stream.next()
+        reply = step2.orchestratorRequest.newEvents[-1]
+        assert reply.HasField("entityOperationCompleted")
+        assert reply.entityOperationCompleted.requestId == "r2"
+        assert reply.entityOperationCompleted.output.value == "5"
+    finally:
+        orch_stream.close()
+        entity_stream.close()
+
+
+def test_entity_v2_protocol_by_default(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@v2", name="add", requestId="r1"))
+        item = stream.next()
+        assert item.HasField("entityRequestV2")
+        assert item.entityRequestV2.operationRequests[0].entityOperationSignaled.operation == "add"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CompleteEntityTask(pb.EntityBatchResult(completionToken="e-stale"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        stream.close()
+
+
+def test_work_item_filters(stub: Any) -> None:
+    only_b = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="b")])
+        ),
+    )
+    try:
+        for i in range(100):  # a long queue of work this stream may not take comes first
+            start(stub, f"filter-a{i}", name="a")
+        start(stub, "filter-b", name="b")
+        item = only_b.next()
+        assert item.orchestratorRequest.instanceId == "filter-b"
+        assert only_b.empty_for(0.3)
+    finally:
+        only_b.close()
+
+
+def test_entity_partial_and_failed_batches(stub: Any) -> None:
+    """Unprocessed operations stay queued; a failed batch keeps state and fails the calls."""
+    orch_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
+        ),
+    )
+    for request_id in ("r1", "r2"):  # both queued before any entity worker connects
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@p", name="add", requestId=request_id))
+    entity_stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
+    )
+    try:
+        batch = entity_stream.next()
+        assert len(batch.entityRequestV2.operationRequests) == 2
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                entityState=wrappers_pb2.StringValue(value="1"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        rest = entity_stream.next()
+        assert [o.entityOperationSignaled.requestId for o in rest.entityRequestV2.operationRequests] == ["r2"]
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=rest.completionToken,
+                entityState=wrappers_pb2.StringValue(value="2"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+
+        start(stub, "caller-p")
+        step = orch_stream.next()
+        call = pb.OrchestratorAction(
+            id=1,
+            sendEntityMessage=pb.SendEntityMessageAction(
+                entityOperationCalled=pb.EntityOperationCalledEvent(
+                    requestId="r3",
+                    operation="get",
+                    parentInstanceId=wrappers_pb2.StringValue(value="caller-p"),
+                    targetInstanceId=wrappers_pb2.StringValue(value="@ctr@p"),
+                )
+            ),
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="caller-p", completionToken=step.completionToken, actions=[call]
+            )
+        )
+        batch = entity_stream.next()
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                failureDetails=pb.TaskFailureDetails(errorType="Crash", errorMessage="worker crashed"),
+            )
+        )
+        reply = orch_stream.next().orchestratorRequest.newEvents[-1]
+        assert reply.HasField("entityOperationFailed")
+        assert reply.entityOperationFailed.failureDetails.errorMessage == "worker crashed"
+        got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@p", includeState=True))
+        assert got.entity.serializedState.value == "2"
+    finally:
+        orch_stream.close()
+        entity_stream.close()
+
+
+def test_abandoned_orchestration_and_entity_work_is_handed_out_again(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "abandon-1")
+        item = stream.next()
+        stub.AbandonTaskOrchestratorWorkItem(
+            pb.AbandonOrchestrationTaskRequest(completionToken=item.completionToken)
+        )
+        again = stream.next()
+        assert again.orchestratorRequest.instanceId == "abandon-1"
+        assert [e.WhichOneof("eventType") for e in again.orchestratorRequest.newEvents] == [
+            "orchestratorStarted",
+            "executionStarted",
+        ]
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="abandon-1", completionToken=again.completionToken, actions=[complete_action()]
+            )
+        )
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@ab", name="add", requestId="r1"))
+        batch = stream.next()
+        stub.AbandonTaskEntityWorkItem(pb.AbandonEntityTaskRequest(completionToken=batch.completionToken))
+        stub.AbandonTaskEntityWorkItem(pb.AbandonEntityTaskRequest(completionToken="e-unknown"))  # ignored
+        batch2 = stream.next()
+        assert batch2.entityRequestV2.operationRequests[0].entityOperationSignaled.requestId == "r1"
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch2.completionToken,
+                entityState=wrappers_pb2.StringValue(value="1"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@ab", includeState=True))
+        assert got.entity.serializedState.value == "1" and got.entity.backlogQueueSize == 0
+    finally:
+        stream.close()
+
+
+def test_locks_are_granted_released_and_orphans_cleaned(stub: Any, sidecar: SqliteSidecar) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "locker")
+        step = stream.next()
+        lock = pb.OrchestratorAction(
+            id=1,
+            sendEntityMessage=pb.SendEntityMessageAction(
+                entityLockRequested=pb.EntityLockRequestedEvent(
+                    criticalSectionId="cs-1",
+                    lockSet=["@ctr@l1", "@ctr@l2"],
+                    parentInstanceId=wrappers_pb2.StringValue(value="locker"),
+                )
+            ),
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(instanceId="locker", completionToken=step.completionToken, actions=[lock])
+        )
+        granted = stream.next()
+        assert granted.orchestratorRequest.newEvents[-1].entityLockGranted.criticalSectionId == "cs-1"
+        for eid in ("@ctr@l1", "@ctr@l2"):
+            got = stub.GetEntity(pb.GetEntityRequest(instanceId=eid))
+            assert got.exists and got.entity.lockedBy.value == "cs-1"
+        # A signal from someone else waits while the entity is locked.
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@l1", name="add", requestId="other"))
+        assert stream.empty_for(0.3)
+        # Completing the orchestration releases its locks; the waiting signal then runs.
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="locker", completionToken=granted.completionToken, actions=[complete_action()]
+            )
+        )
+        waiting = stream.next()
+        assert waiting.entityRequestV2.instanceId == "@ctr@l1"
+        assert not stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@l2")).entity.HasField("lockedBy")
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=waiting.completionToken,
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        # A lock whose owner is gone is orphaned and released by CleanEntityStorage.
+        with sidecar.storage.write() as conn:
+            conn.execute(
+                "UPDATE entities SET locked_by = 'cs-x', lock_owner = 'ghost' WHERE entity_id = '@ctr@l2'"
+            )
+        res = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(releaseOrphanedLocks=True))
+        assert res.orphanedLocksReleased == 1
+        res = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(removeEmptyEntities=True))
+        assert res.emptyEntitiesRemoved == 2
+    finally:
+        stream.close()
