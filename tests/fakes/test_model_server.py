@@ -23,7 +23,6 @@ from tests.fakes.model_server import (
     validate_step,
 )
 
-
 FAKE_KEY = "-".join(("sk", "fake", "key"))  # not a secret; built so scanners do not flag it
 
 
