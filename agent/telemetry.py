@@ -136,6 +136,26 @@ def _record_error(span: trace.Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
 
 
+@contextmanager
+def _timed_span(
+    name: str, kind: SpanKind, attributes: Mapping[str, AttributeValue], duration_attribute: str | None
+) -> Iterator[trace.Span]:
+    """A span that records an escaping exception's type (never its message) and, when
+    asked, its own duration in milliseconds; the exception propagates unchanged."""
+    with _tracer().start_as_current_span(
+        name, kind=kind, record_exception=False, set_status_on_exception=False, attributes=attributes
+    ) as span:
+        started = time.perf_counter()
+        try:
+            yield span
+        except BaseException as exc:
+            _record_error(span, exc)
+            raise
+        finally:
+            if duration_attribute is not None:
+                span.set_attribute(duration_attribute, round((time.perf_counter() - started) * 1000, 3))
+
+
 class UsageLike(Protocol):
     @property
     def prompt_tokens(self) -> int: ...
@@ -194,27 +214,17 @@ def model_call_span(thread_id: str, turn: int, model: str) -> Iterator[ModelCall
             call.record_reply(reply)
     """
     call = ModelCall()
-    with _tracer().start_as_current_span(
-        f"chat {model}",
-        kind=SpanKind.CLIENT,
-        record_exception=False,
-        set_status_on_exception=False,
-        attributes={
-            ATTR_OPERATION: "chat",
-            ATTR_SYSTEM: "openai",
-            ATTR_REQUEST_MODEL: model,
-            ATTR_THREAD_ID: thread_id,
-            ATTR_TURN: turn,
-        },
-    ) as span:
-        started = time.perf_counter()
+    attributes: dict[str, AttributeValue] = {
+        ATTR_OPERATION: "chat",
+        ATTR_SYSTEM: "openai",
+        ATTR_REQUEST_MODEL: model,
+        ATTR_THREAD_ID: thread_id,
+        ATTR_TURN: turn,
+    }
+    with _timed_span(f"chat {model}", SpanKind.CLIENT, attributes, ATTR_LATENCY_MS) as span:
         try:
             yield call
-        except BaseException as exc:
-            _record_error(span, exc)
-            raise
         finally:
-            span.set_attribute(ATTR_LATENCY_MS, round((time.perf_counter() - started) * 1000, 3))
             if call.prompt_tokens is not None:
                 span.set_attribute(ATTR_INPUT_TOKENS, call.prompt_tokens)
             if call.completion_tokens is not None:
@@ -243,18 +253,10 @@ def http_request_span(method: str, route: str) -> Iterator[HttpCall]:
     already records the request itself.
     """
     call = HttpCall()
-    with _tracer().start_as_current_span(
-        f"{method.upper()} {route}",
-        kind=SpanKind.INTERNAL,
-        record_exception=False,
-        set_status_on_exception=False,
-        attributes={ATTR_HTTP_METHOD: method.upper(), ATTR_HTTP_ROUTE: route},
-    ) as span:
+    attributes: dict[str, AttributeValue] = {ATTR_HTTP_METHOD: method.upper(), ATTR_HTTP_ROUTE: route}
+    with _timed_span(f"{method.upper()} {route}", SpanKind.INTERNAL, attributes, None) as span:
         try:
             yield call
-        except BaseException as exc:
-            _record_error(span, exc)
-            raise
         finally:
             if call.status_code is not None:
                 span.set_attribute(ATTR_HTTP_STATUS, call.status_code)
@@ -283,18 +285,5 @@ def operation_span(
     merged: dict[str, AttributeValue] = dict(attributes or {})
     if thread_id is not None:
         merged[ATTR_THREAD_ID] = thread_id
-    with _tracer().start_as_current_span(
-        name,
-        kind=SpanKind.INTERNAL,
-        record_exception=False,
-        set_status_on_exception=False,
-        attributes=merged,
-    ) as span:
-        started = time.perf_counter()
-        try:
-            yield span
-        except BaseException as exc:
-            _record_error(span, exc)
-            raise
-        finally:
-            span.set_attribute(ATTR_DURATION_MS, round((time.perf_counter() - started) * 1000, 3))
+    with _timed_span(name, SpanKind.INTERNAL, merged, ATTR_DURATION_MS) as span:
+        yield span
