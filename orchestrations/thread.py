@@ -130,6 +130,11 @@ def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task
         log.warning("thread %s: turn %d failed: %s", ctx.instance_id, request.turn, failed.details.message)
         entry = _error_entry(ctx, message, failed.details)
         outcome = "error"
+    except (KeyError, TypeError, ValueError) as malformed:
+        # A reply the activity should never produce; the thread must outlive it all the same.
+        details = task.FailureDetails(f"malformed model reply: {malformed}", "ModelCallError", None)
+        entry = _error_entry(ctx, message, details)
+        outcome = "error"
 
     yield ctx.call_entity(history, "append", input=entry)
     next_state = state.after_turn(message.id, outcome)

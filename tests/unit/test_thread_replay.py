@@ -50,6 +50,8 @@ def scripted_app() -> df.DFApp:
         last = request["messages"][-1]["content"]
         if last.startswith("fail"):
             raise RuntimeError("ModelRejectedError: scripted rejection")
+        if last.startswith("garbage"):
+            return {"not": "a reply"}
         seen = "|".join(m["content"] for m in request["messages"] if m["role"] != "system")
         return {"content": f"re: {seen}", "model": "scripted", "finish_reason": "stop", "latency_ms": 3}
 
@@ -88,20 +90,21 @@ async def converse() -> tuple[list[dict[str, Any]], RecordingInvoker, dict[str, 
             {"nonsense": True},  # malformed: skipped
             {"id": "m2", "content": "fail please"},  # model fails: error turn
             {"id": "m3", "content": "still there?"},
+            {"id": "m4", "content": "garbage please"},  # activity returns nonsense: error turn
         ]
         for event in events:
             await client.raise_orchestration_event(thread_id, "user_message", data=event)
 
         async def three_replies() -> Any:
             entries = await entity_entries(client, thread_id)
-            return entries if sum(1 for e in entries if e.get("reply_to")) == 3 else None
+            return entries if sum(1 for e in entries if e.get("reply_to")) == 4 else None
 
         entries = await wait_for(three_replies)
 
         async def settled() -> Any:
             state = await client.get_orchestration_state(thread_id)
             status = json.loads(state.serialized_custom_status or "{}") if state else {}
-            return status if status.get("turn") == 3 and status.get("state") == "idle" else None
+            return status if status.get("turn") == 4 and status.get("state") == "error" else None
 
         status = await wait_for(settled)
         return entries, invoker, status
@@ -127,10 +130,14 @@ def test_thread_answers_skips_and_recovers_under_replay() -> None:
         ("user", "still there?", False),
         # the failed turn is not part of the context the model sees
         ("assistant", "re: hello|re: hello|fail please|still there?", False),
+        ("user", "garbage please", False),
+        ("assistant", "", True),
     ]
     error = entries[4]["error"]
     assert error["code"] == "model_rejected" and "scripted rejection" in error["message"]
-    assert status["last_message_id"] == "m3"
+    assert entries[8]["error"]["code"] == "model_error"
+    assert "malformed model reply" in entries[8]["error"]["message"]
+    assert status["last_message_id"] == "m4"
 
     # Replays happened: later steps of a generation carry earlier task results as past events.
     replayed = 0
