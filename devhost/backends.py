@@ -8,10 +8,10 @@ connection string or a host:port.
 
 from __future__ import annotations
 
-import socket
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import grpc
 
@@ -38,13 +38,6 @@ class Backend(Protocol):
     def stop(self) -> None: ...
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class _InProcessBackend:
     """A backend devhost runs itself on loopback: no TLS, no token, no task hub header."""
 
@@ -58,10 +51,14 @@ class _InProcessBackend:
 
 @dataclass
 class MemoryBackend(_InProcessBackend):
-    """durabletask's in-memory reference backend, in-process; everything is lost on exit."""
+    """durabletask's in-memory reference backend, in-process; everything is lost on exit.
+
+    Served on loopback only: the reference's own `start()` listens on every interface.
+    """
 
     _port: int = 0
-    _server: object | None = None
+    _backend: Any = None
+    _server: grpc.Server | None = None
 
     @property
     def address(self) -> str:
@@ -72,14 +69,22 @@ class MemoryBackend(_InProcessBackend):
         return f"in-memory reference backend at {self.address} (state is lost on exit)"
 
     def start(self) -> None:
-        from durabletask.testing import create_test_backend
+        from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+        from durabletask.testing import InMemoryOrchestrationBackend
 
-        self._port = free_port()
-        self._server = create_test_backend(port=self._port)
+        self._backend = InMemoryOrchestrationBackend()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="devhost-memory"))
+        stubs.add_TaskHubSidecarServiceServicer_to_server(self._backend, server)  # type: ignore[no-untyped-call]
+        self._port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._server = server
 
     def stop(self) -> None:
+        if self._backend is not None:
+            self._backend.stop()  # ends its work-item streams and timers
+            self._backend = None
         if self._server is not None:
-            self._server.stop(grace=1)  # type: ignore[attr-defined]
+            self._server.stop(grace=1).wait()
             self._server = None
 
 
