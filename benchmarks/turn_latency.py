@@ -65,6 +65,30 @@ def one_run(
         host.stop()
 
 
+def commits_per_turn(turns: int, model: FakeModelServer, folder: Path) -> float:
+    """SQLite commits per conversation turn: the hub runs here, devhost drives it by host:port."""
+    from devhost.sqlite_hub import SqliteSidecar
+
+    hub = SqliteSidecar(folder / "commits.db")
+    hub.start()
+    host = DevhostProcess(folder / "commits.log", backend=hub.address, env=model_env(model))
+    host.start()
+    try:
+        thread = f"commits-{time.monotonic_ns()}"
+        assert host.api.post("/api/threads", {"thread_id": thread}).status == 201
+        host.api.post(f"/api/threads/{thread}/messages?wait=30", {"content": "warm up"})
+        time.sleep(0.5)  # let the generation after the warm-up turn settle
+        before = hub.commits
+        for i in range(turns):
+            reply = host.api.post(f"/api/threads/{thread}/messages?wait=30", {"content": f"turn {i}"})
+            assert reply.status == 200, reply.body
+        time.sleep(0.5)
+        return (hub.commits - before) / turns
+    finally:
+        host.stop()
+        hub.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=40)
@@ -85,6 +109,7 @@ def main() -> int:
                     f"run {run + 1} {name:14s} HTTP median {http_median:7.1f} ms  p90 {p90:7.1f} ms"
                     f"  | user entry -> reply entry {inside_median:6.1f} ms"
                 )
+        per_turn = commits_per_turn(args.turns, model, Path(tmp))
     base = statistics.median(results["memory"])
     base_inner = statistics.median(inner["memory"])
     print(f"\nmedian turn over {args.runs} runs x {args.turns} turns (instant fake model):")
@@ -95,6 +120,7 @@ def main() -> int:
             f"  {name:14s} {value:7.1f} ms  x{value / base:.2f} vs memory"
             f"      {inside:7.1f} ms  x{inside / base_inner:.2f} vs memory"
         )
+    print(f"SQLite task hub: {per_turn:.1f} commits per turn (each orchestration step is one commit)")
     return 0
 
 
