@@ -52,11 +52,11 @@ ensure_venv() {
         "$python" -m venv "$VENV"
     fi
     stamp="$VENV/.requirements.sha256"
-    wanted="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
+    wanted="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$ROOT/requirements-lock.txt" | sha256sum | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
         echo "==> installing requirements into .venv" >&2
         pip_quiet install --upgrade pip
-        pip_quiet install -r "$ROOT/requirements-dev.txt"
+        pip_quiet install -r "$ROOT/requirements-dev.txt" -c "$ROOT/requirements-lock.txt"
         echo "$wanted" >"$stamp"
     fi
 }
