@@ -83,3 +83,11 @@ def test_every_variable_read_is_declared() -> None:
     source = inspect.getsource(module)
     read = set(__import__("re").findall(r'_(?:text|number)\(env, "([A-Z_]+)"', source))
     assert read <= set(DECLARED_SETTINGS), read - set(DECLARED_SETTINGS)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in DECLARED_SETTINGS if f"`{name}`" not in readme]
+    assert missing == [], f"README.md's configuration table lacks {missing}"
