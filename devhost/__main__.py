@@ -11,6 +11,7 @@ from pathlib import Path
 from devhost.app_index import AppLoadError
 from devhost.connection import BackendAddressError
 from devhost.host import DevHost, HostConfigError, HostOptions
+from devhost.sqlite_hub.storage import HubInUseError
 
 
 def parse_args(argv: list[str]) -> HostOptions:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         asyncio.run(DevHost(options).serve())
-    except (AppLoadError, HostConfigError, BackendAddressError) as error:
+    except (AppLoadError, HostConfigError, BackendAddressError, HubInUseError) as error:
         logging.getLogger("devhost").error("%s", error)
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ import threading
 from types import FrameType
 
 from devhost.sqlite_hub.server import SqliteSidecar
+from devhost.sqlite_hub.storage import HubInUseError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    sidecar.start()
+    try:
+        sidecar.start()
+    except (HubInUseError, OSError) as error:
+        logging.getLogger("devhost.sqlite_hub").error("%s", error)
+        return 2
     logging.getLogger("devhost.sqlite_hub").info("listening on %s", sidecar.address)
     print(f"LISTENING {sidecar.address}", flush=True)
     stop.wait()

@@ -19,18 +19,53 @@ The interface is deliberately small:
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import IO, Literal
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from devhost.sqlite_hub import migrations
 
 Durability = Literal["full", "normal"]
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+class HubInUseError(RuntimeError):
+    """Another task hub process already serves this database file."""
+
+
+def _claim(path: pathlib.Path) -> IO[str] | None:
+    """Take the exclusive owner lock beside the database, or raise HubInUseError.
+
+    Leases live in the serving process's memory, so two hubs on one file would hand the
+    same work out twice. The lock is an OS file lock: a killed process drops it at once.
+    """
+    if fcntl is None:  # platforms without flock get no guard
+        return None  # type: ignore[unreachable]
+    handle = open(path.with_name(path.name + ".owner"), "a+", encoding="utf-8")  # noqa: SIM115 - held open
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise HubInUseError(
+            f"{path} is already served by another task hub (pid {owner}); stop it or use another database"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 class Storage:
@@ -44,6 +79,7 @@ class Storage:
         self.lock = threading.RLock()
         self.commits = 0
         self._conn: sqlite3.Connection | None = None
+        self._owner: IO[str] | None = None
         self._in_write = False
 
     def open(self) -> None:
@@ -52,6 +88,7 @@ class Storage:
             if self._conn is not None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._owner = _claim(self.path)
             conn = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
             )
@@ -66,8 +103,14 @@ class Storage:
                 migrations.migrate(conn)
             except BaseException:
                 conn.close()
+                self._release()
                 raise
             self._conn = conn
+
+    def _release(self) -> None:
+        if self._owner is not None:
+            self._owner.close()  # closing the file drops the lock
+            self._owner = None
 
     def close(self) -> None:
         """Closes the connection; a clean close folds the WAL back into the main file."""
@@ -78,6 +121,7 @@ class Storage:
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
                 self._conn = None
+            self._release()
 
     @property
     def conn(self) -> sqlite3.Connection:

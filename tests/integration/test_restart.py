@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,3 +66,21 @@ def test_a_durable_timer_set_before_a_restart_fires_after_it_on_time(tmp_path: P
     assert woke_at >= fire_at  # never early
     assert completed_at - fire_at < 3.0, "fired promptly after its time"
     assert stopped_at < fire_at  # the timer really was pending while devhost was down
+
+
+def test_a_second_devhost_on_the_same_database_is_refused(tmp_path: Path, model: FakeModelServer) -> None:
+    db = tmp_path / "hub.db"
+    first = DevhostProcess(tmp_path / "a.log", backend="sqlite", db_path=db, env=model_env(model)).start()
+    try:
+        second = DevhostProcess(tmp_path / "b.log", backend="sqlite", db_path=db, env=model_env(model))
+        with contextlib.suppress(RuntimeError):  # it exits instead of becoming ready
+            second.start(timeout=20)
+        assert second.process is not None and second.process.wait(10) == 2
+        assert "already served by another task hub" in second.log()
+        assert "Traceback" not in second.log()
+        assert first.api.get("/api/health").status == 200
+    finally:
+        assert first.stop() == 0
+    # once the first has stopped, the file is free again
+    third = DevhostProcess(tmp_path / "c.log", backend="sqlite", db_path=db, env=model_env(model)).start()
+    assert third.stop() == 0
