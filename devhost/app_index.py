@@ -13,7 +13,7 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class IndexedFunction:
     methods: tuple[str, ...] = ()
     auth_level: str | None = None
     client_params: tuple[str, ...] = ()
-    extra_params: tuple[str, ...] = field(default=())
+    extra_params: tuple[str, ...] = ()
 
     @property
     def is_async(self) -> bool:

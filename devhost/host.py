@@ -127,7 +127,6 @@ class DevHost:
     def __init__(self, options: HostOptions) -> None:
         self.options = options
         self._server: uvicorn.Server | None = None
-        self.ready = asyncio.Event()
 
     @property
     def public_url(self) -> str:
@@ -193,7 +192,6 @@ class DevHost:
                     "functions:\n%s", "\n".join(describe_functions(functions, self.public_url, prefix))
                 )
                 logger.info("devhost ready on %s (Ctrl-C to stop)", self.public_url)
-                self.ready.set()
             await server_task
         finally:
             await driver.stop()

@@ -80,10 +80,6 @@ class WorkItemDriver:
         self._connected = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
 
-    @property
-    def connected(self) -> asyncio.Event:
-        return self._connected
-
     def _open_channel(self) -> grpc.aio.Channel:
         options = [
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -76,7 +75,3 @@ def thread_id(api: Api) -> str:
 
 def unique(prefix: str = "m") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def log_path(tmp: Path) -> Path:
-    return tmp / "devhost.log"
