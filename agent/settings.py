@@ -39,9 +39,34 @@ DECLARED_SETTINGS: dict[str, str] = {
     "CONTEXT_WINDOW_BYTES": "bytes of history sent to the model per turn (default 48000)",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "turns on OpenTelemetry export to Application Insights",
     "TRUST_CLIENT_PRINCIPAL_HEADER": (
-        "`true` behind App Service Authentication: threads belong to the signed-in principal"
+        "`true` behind App Service Authentication: threads belong to the signed-in principal "
+        "(same as AUTH_MODE=app_service)"
     ),
+    "AUTH_MODE": (
+        "`none` (default), `app_service` (trust X-MS-CLIENT-PRINCIPAL-ID from App Service "
+        "Authentication) or `entra` (validate the Bearer token in the app)"
+    ),
+    "AUTH_TENANT_ID": "Entra ID tenant whose tokens AUTH_MODE=entra accepts",
+    "AUTH_AUDIENCE": "accepted token audiences for AUTH_MODE=entra, comma-separated (e.g. api://CLIENT_ID)",
+    "AUTH_ISSUER": "accepted token issuer (default https://login.microsoftonline.com/TENANT/v2.0)",
+    "AUTH_JWKS_URL": "signing keys URL (default: the tenant's published keys)",
+    "PAYLOAD_CAP_BYTES": "largest stored value or durable message the app writes (default 262144)",
+    "THREAD_RETENTION_DAYS": "delete threads idle for longer than this many days (default: keep forever)",
+    "MAINTENANCE_INTERVAL_SECONDS": "how often the maintenance orchestration sweeps (default 3600)",
+    "REPLY_POLL_INITIAL_MS": "first interval when a ?wait request polls for its reply (default 20)",
+    "REPLY_POLL_MAX_MS": "longest interval between those polls (default 500)",
+    "RATE_LIMIT_MESSAGES_PER_MINUTE": "messages one caller may send per minute (default 60; 0 = no limit)",
+    "RATE_LIMIT_THREADS_PER_PRINCIPAL": "threads one caller may own (default 1000; 0 = no limit)",
+    "RATE_LIMIT_TOKENS_PER_DAY": "model tokens one caller may use per UTC day (default 0 = no limit)",
+    "APPROVAL_TIMEOUT_SECONDS": "how long a tool call waits for a person's approval (default 86400)",
+    "MAX_TOOL_ROUNDS": "model/tool rounds per turn before the turn ends (default 8)",
 }
+
+AuthMode = Literal["none", "app_service", "entra"]
+MIN_PAYLOAD_CAP_BYTES = 64 * 1024
+MAX_SYSTEM_PROMPT_BYTES = 16 * 1024
+# Room in the model activity's input for everything but the window (ids, agent, tools).
+REQUEST_OVERHEAD_BYTES = 16 * 1024
 
 ProviderName = Literal["azure", "openai"]
 
@@ -70,6 +95,22 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    mode: AuthMode = "none"
+    tenant_id: str | None = None
+    audiences: tuple[str, ...] = ()
+    issuer: str | None = None
+    jwks_url: str | None = None
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    messages_per_minute: int = 60
+    threads_per_principal: int = 1000
+    tokens_per_day: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     model: AzureOpenAISettings | OpenAICompatibleSettings | None
     system_prompt: str
@@ -78,6 +119,15 @@ class Settings:
     context_window_bytes: int
     applicationinsights_connection_string: str | None
     trust_client_principal_header: bool = False
+    auth: AuthSettings = AuthSettings()
+    payload_cap_bytes: int = 256 * 1024
+    thread_retention_days: float | None = None
+    maintenance_interval_seconds: float = 3600.0
+    reply_poll_initial_ms: int = 20
+    reply_poll_max_ms: int = 500
+    limits: LimitSettings = LimitSettings()
+    approval_timeout_seconds: float = 86400.0
+    max_tool_rounds: int = 8
 
     def require_model(self) -> AzureOpenAISettings | OpenAICompatibleSettings:
         if self.model is None:
@@ -155,23 +205,87 @@ def _model_settings(env: Mapping[str, str]) -> AzureOpenAISettings | OpenAICompa
     return OpenAICompatibleSettings(base_url=base_url, api_key=_text(env, "OPENAI_API_KEY"), model=model)
 
 
+def _auth_settings(env: Mapping[str, str]) -> AuthSettings:
+    trust_header = _flag(env, "TRUST_CLIENT_PRINCIPAL_HEADER")
+    raw_mode = (_text(env, "AUTH_MODE") or ("app_service" if trust_header else "none")).lower()
+    if raw_mode not in ("none", "app_service", "entra"):
+        raise ConfigurationError(f"AUTH_MODE={raw_mode!r} is not supported; use none, app_service or entra.")
+    if trust_header and raw_mode != "app_service":
+        raise ConfigurationError(
+            f"TRUST_CLIENT_PRINCIPAL_HEADER=true contradicts AUTH_MODE={raw_mode}; unset one of them."
+        )
+    mode: AuthMode = (
+        "entra" if raw_mode == "entra" else "app_service" if raw_mode == "app_service" else "none"
+    )
+    tenant = _text(env, "AUTH_TENANT_ID")
+    audiences = tuple(a.strip() for a in (_text(env, "AUTH_AUDIENCE") or "").split(",") if a.strip())
+    issuer = _text(env, "AUTH_ISSUER")
+    jwks_url = _text(env, "AUTH_JWKS_URL")
+    if mode == "entra":
+        missing = [n for n, v in (("AUTH_TENANT_ID", tenant), ("AUTH_AUDIENCE", audiences)) if not v]
+        if missing:
+            raise ConfigurationError(f"AUTH_MODE=entra needs {' and '.join(missing)} to be set.")
+        for name, url in (("AUTH_ISSUER", issuer), ("AUTH_JWKS_URL", jwks_url)):
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise ConfigurationError(f"{name}={url!r} must be an http(s) URL.")
+    return AuthSettings(mode=mode, tenant_id=tenant, audiences=audiences, issuer=issuer, jwks_url=jwks_url)
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build settings from an environment mapping; raises ConfigurationError on bad values."""
     max_tokens_raw = _text(env, "MODEL_MAX_OUTPUT_TOKENS")
+    cap = _number(env, "PAYLOAD_CAP_BYTES", int, 256 * 1024, MIN_PAYLOAD_CAP_BYTES, 4 * 1024 * 1024)
+    system_prompt = _text(env, "SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT
+    if len(system_prompt.encode("utf-8", errors="replace")) > MAX_SYSTEM_PROMPT_BYTES:
+        raise ConfigurationError(f"SYSTEM_PROMPT is longer than {MAX_SYSTEM_PROMPT_BYTES} bytes; shorten it.")
+    window = _number(env, "CONTEXT_WINDOW_BYTES", int, 48_000, 1_000, 10_000_000)
+    if window > cap - REQUEST_OVERHEAD_BYTES - MAX_SYSTEM_PROMPT_BYTES:
+        raise ConfigurationError(
+            f"CONTEXT_WINDOW_BYTES={window} does not fit PAYLOAD_CAP_BYTES={cap}; use at most "
+            f"{cap - REQUEST_OVERHEAD_BYTES - MAX_SYSTEM_PROMPT_BYTES} or raise PAYLOAD_CAP_BYTES."
+        )
+    retention_raw = _text(env, "THREAD_RETENTION_DAYS")
+    poll_initial = _number(env, "REPLY_POLL_INITIAL_MS", int, 20, 1, 60_000)
+    poll_max = _number(env, "REPLY_POLL_MAX_MS", int, 500, 1, 60_000)
+    if poll_max < poll_initial:
+        raise ConfigurationError(
+            f"REPLY_POLL_MAX_MS={poll_max} is below REPLY_POLL_INITIAL_MS={poll_initial}; raise it."
+        )
     return Settings(
         model=_model_settings(env),
-        system_prompt=_text(env, "SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
+        system_prompt=system_prompt,
         retry=RetrySettings(
             timeout_seconds=_number(env, "MODEL_TIMEOUT_SECONDS", float, 60.0, 0.1, 600.0),
             max_attempts=_number(env, "MODEL_MAX_ATTEMPTS", int, 5, 1, 20),
             max_total_seconds=_number(env, "MODEL_RETRY_MAX_SECONDS", float, 120.0, 0.1, 1800.0),
         ),
         max_output_tokens=(
-            None if max_tokens_raw is None else _number(env, "MODEL_MAX_OUTPUT_TOKENS", int, 0, 1, 1_000_000)
+            None if max_tokens_raw is None else _number(env, "MODEL_MAX_OUTPUT_TOKENS", int, 0, 1, 32_768)
         ),
-        context_window_bytes=_number(env, "CONTEXT_WINDOW_BYTES", int, 48_000, 1_000, 10_000_000),
+        context_window_bytes=window,
         applicationinsights_connection_string=_text(env, "APPLICATIONINSIGHTS_CONNECTION_STRING"),
         trust_client_principal_header=_flag(env, "TRUST_CLIENT_PRINCIPAL_HEADER"),
+        auth=_auth_settings(env),
+        payload_cap_bytes=cap,
+        thread_retention_days=(
+            None
+            if retention_raw is None
+            else _number(env, "THREAD_RETENTION_DAYS", float, 0.0, 0.000001, 36_500.0)
+        ),
+        maintenance_interval_seconds=_number(
+            env, "MAINTENANCE_INTERVAL_SECONDS", float, 3600.0, 0.5, 86_400.0
+        ),
+        reply_poll_initial_ms=poll_initial,
+        reply_poll_max_ms=poll_max,
+        limits=LimitSettings(
+            messages_per_minute=_number(env, "RATE_LIMIT_MESSAGES_PER_MINUTE", int, 60, 0, 1_000_000),
+            threads_per_principal=_number(env, "RATE_LIMIT_THREADS_PER_PRINCIPAL", int, 1000, 0, 10_000_000),
+            tokens_per_day=_number(env, "RATE_LIMIT_TOKENS_PER_DAY", int, 0, 0, 10_000_000_000),
+        ),
+        approval_timeout_seconds=_number(
+            env, "APPROVAL_TIMEOUT_SECONDS", float, 86_400.0, 1.0, 30 * 86_400.0
+        ),
+        max_tool_rounds=_number(env, "MAX_TOOL_ROUNDS", int, 8, 1, 50),
     )
 
 

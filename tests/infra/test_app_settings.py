@@ -36,6 +36,21 @@ NOT_SET_IN_AZURE = {
     "MODEL_RETRY_MAX_SECONDS": "has a default",
     "MODEL_MAX_OUTPUT_TOKENS": "has a default",
     "CONTEXT_WINDOW_BYTES": "has a default",
+    "AUTH_MODE": "derived from TRUST_CLIENT_PRINCIPAL_HEADER until infra sets the entra mode",
+    "AUTH_TENANT_ID": "only for AUTH_MODE=entra",
+    "AUTH_AUDIENCE": "only for AUTH_MODE=entra",
+    "AUTH_ISSUER": "has a default derived from AUTH_TENANT_ID",
+    "AUTH_JWKS_URL": "has a default derived from AUTH_TENANT_ID",
+    "PAYLOAD_CAP_BYTES": "has a default",
+    "THREAD_RETENTION_DAYS": "off unless an operator opts in",
+    "MAINTENANCE_INTERVAL_SECONDS": "has a default",
+    "REPLY_POLL_INITIAL_MS": "has a default",
+    "REPLY_POLL_MAX_MS": "has a default",
+    "RATE_LIMIT_MESSAGES_PER_MINUTE": "has a default",
+    "RATE_LIMIT_THREADS_PER_PRINCIPAL": "has a default",
+    "RATE_LIMIT_TOKENS_PER_DAY": "has a default",
+    "APPROVAL_TIMEOUT_SECONDS": "has a default",
+    "MAX_TOOL_ROUNDS": "has a default",
 }
 
 # Never in Azure, whatever else changes: keys, and settings that would switch the provider.
