@@ -32,6 +32,11 @@ def parse_args(argv: list[str]) -> HostOptions:
     )
     parser.add_argument("--durability", choices=("full", "normal"), default="normal", help="SQLite sync mode")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--no-local-model",
+        action="store_true",
+        help="do not serve the embedded local model when no model endpoint is configured",
+    )
     args = parser.parse_args(argv)
     level = logging.getLevelNamesMapping().get(args.log_level.upper())
     if level is None:
@@ -47,6 +52,7 @@ def parse_args(argv: list[str]) -> HostOptions:
         backend=args.backend,
         db_path=args.db,
         durability=args.durability,
+        local_model=not args.no_local_model,
     )
 
 

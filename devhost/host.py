@@ -28,6 +28,7 @@ from devhost.app_index import HTTP_TRIGGER, IndexedFunction, load_app
 from devhost.backends import Backend, make_backend
 from devhost.http_server import HttpFrontend
 from devhost.invoker import Invoker
+from devhost.local_model import start_if_unconfigured
 from devhost.management import ManagementApi
 from devhost.work_items import WorkItemDriver
 
@@ -46,6 +47,7 @@ class HostOptions:
     backend: str = "sqlite"
     db_path: Path | None = None
     durability: Literal["full", "normal"] = "normal"
+    local_model: bool = True  # serve devhost/local_model.py when no model endpoint is configured
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -150,6 +152,9 @@ class DevHost:
         applied = apply_local_settings(app_dir)
         if applied:
             logger.info("local.settings.json: set %s", ", ".join(sorted(applied)))
+        # Local model hook (devhost/local_model.py): with no model endpoint configured, serve a
+        # small model on loopback and set OPENAI_BASE_URL/OPENAI_MODEL before the app is indexed.
+        local_model = start_if_unconfigured() if self.options.local_model else None
         prefix, task_hub = host_settings(app_dir)
         functions = load_app(app_dir)
         db_path = self.options.db_path or app_dir / ".devhost" / "taskhub.db"
@@ -200,4 +205,6 @@ class DevHost:
             await management_client.close()
             invoker.close()
             backend.stop()
+            if local_model is not None:  # local model hook
+                local_model.stop()
             logger.info("devhost stopped")
