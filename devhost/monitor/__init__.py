@@ -1,0 +1,35 @@
+"""devhost's monitor page at http://127.0.0.1:7071/_devhost/: threads, their conversations,
+orchestration histories, state and pending approvals, with suspend, resume, terminate,
+purge and raise-event actions.
+
+Plain HTML, CSS and JavaScript served from `static/` (no build step, nothing loaded from
+the internet); everything it shows comes through the durabletask client (so it works on
+every backend) and, for messages and approvals, through the app's own public HTTP API.
+devhost only: `.funcignore` keeps devhost out of the Azure package.
+
+Interface for devhost's HTTP layer (Starlette): mount `monitor_routes(client)` at
+`MOUNT_PATH`, e.g. `Mount(MOUNT_PATH, routes=monitor_routes(client, api_prefix=prefix))`,
+or take the ready `monitor_mount(client, api_prefix=prefix)`.
+"""
+
+from __future__ import annotations
+
+from durabletask.client import AsyncTaskHubGrpcClient
+from starlette.routing import BaseRoute, Mount
+
+from devhost.monitor.routes import build_routes
+
+MOUNT_PATH = "/_devhost"
+
+__all__ = ["MOUNT_PATH", "monitor_mount", "monitor_routes"]
+
+
+def monitor_routes(client: AsyncTaskHubGrpcClient, *, api_prefix: str = "api") -> list[BaseRoute]:
+    """The monitor's routes, relative to where they are mounted (`MOUNT_PATH`). `api_prefix`
+    is the app's HTTP route prefix (host.json `extensions.http.routePrefix`)."""
+    return build_routes(client, api_prefix)
+
+
+def monitor_mount(client: AsyncTaskHubGrpcClient, *, api_prefix: str = "api") -> Mount:
+    """`monitor_routes` mounted at `MOUNT_PATH`."""
+    return Mount(MOUNT_PATH, routes=monitor_routes(client, api_prefix=api_prefix), name="devhost-monitor")
