@@ -29,16 +29,22 @@ param resourceGroupName string = ''
 @description('Region for Azure OpenAI when the model is not offered in `location`; empty means `location`.')
 param openAiLocation string = ''
 
-@description('Chat model deployed to Azure OpenAI.')
-param chatModelName string = 'gpt-4o-mini'
-param chatModelVersion string = '2024-07-18'
+// The default model must still accept new deployments: gpt-4o-mini (2024-07-18) and
+// gpt-4.1-mini are Deprecated, so new deployments of them are refused. gpt-5.4-mini
+// (2026-03-17) is Generally Available with GlobalStandard and needs no access request.
+@description('Chat model deployed to Azure OpenAI (must be Generally Available, not Deprecated).')
+param chatModelName string = 'gpt-5.4-mini'
+@description('Version of chatModelName.')
+param chatModelVersion string = '2026-03-17'
 @description('Chat deployment capacity in thousands of tokens per minute.')
 @minValue(1)
 param chatModelCapacity int = 30
+@description('Deployment SKU, e.g. GlobalStandard, DataZoneStandard or Standard.')
 param chatModelSkuName string = 'GlobalStandard'
 @description('Chat deployment name; empty means the model name.')
 param chatDeploymentName string = ''
-param openAiApiVersion string = '2024-10-21'
+@description('Azure OpenAI data-plane API version the app calls the deployment with (AZURE_OPENAI_API_VERSION).')
+param openAiApiVersion string = '2025-04-01-preview'
 
 @allowed([
   'Consumption'
@@ -59,9 +65,9 @@ param functionMaximumInstanceCount int = 40
 ])
 param functionInstanceMemoryMB int = 2048
 
-@description('Turn on App Service authentication (Microsoft Entra ID) in front of the API.')
+@description('Require a Microsoft Entra ID access token on the thread endpoints: the app validates it (AUTH_MODE=entra) and scopes threads to the caller.')
 param enableAuth bool = false
-@description('Application (client) id of the Entra ID app registration used when enableAuth is true.')
+@description('Application (client) id of the Entra ID app registration whose API (api://<id>) the tokens are for; required when enableAuth is true.')
 param authClientId string = ''
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -166,16 +172,12 @@ module functionApp 'app/function-app.bicep' = {
     openAiApiVersion: openAiApiVersion
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
-    trustClientPrincipal: enableAuth
-  }
-}
-
-module auth 'app/auth.bicep' = if (enableAuth) {
-  name: 'auth'
-  scope: rg
-  params: {
-    functionAppName: functionApp.outputs.name
-    clientId: authClientId
+    authMode: enableAuth ? 'entra' : 'none'
+    authTenantId: enableAuth ? tenant().tenantId : ''
+    authAudiences: enableAuth ? [
+      'api://${authClientId}'
+      authClientId
+    ] : []
   }
 }
 

@@ -21,8 +21,16 @@ param openAiEndpoint string
 param openAiDeploymentName string
 param openAiApiVersion string
 param runtimeVersion string = '3.13'
-@description('True when App Service Authentication fronts the app: the app then trusts X-MS-CLIENT-PRINCIPAL-ID for thread ownership.')
-param trustClientPrincipal bool = false
+@description('AUTH_MODE: `entra` makes the app validate Entra ID bearer tokens itself and scope threads to their `oid`; `none` serves every caller the same threads.')
+@allowed([
+  'none'
+  'entra'
+])
+param authMode string = 'none'
+@description('Tenant whose tokens the app accepts (AUTH_TENANT_ID); empty unless authMode is entra.')
+param authTenantId string = ''
+@description('Accepted token audiences (AUTH_AUDIENCE): api://<client id> for v1 tokens and the client id for v2 tokens.')
+param authAudiences array = []
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -52,8 +60,12 @@ var appSettings = {
   AZURE_OPENAI_ENDPOINT: openAiEndpoint
   AZURE_OPENAI_DEPLOYMENT: openAiDeploymentName
   AZURE_OPENAI_API_VERSION: openAiApiVersion
-  // Thread ownership from App Service Authentication's principal header (only when it is on).
-  TRUST_CLIENT_PRINCIPAL_HEADER: trustClientPrincipal ? 'true' : 'false'
+  // Who the caller is (agent/auth.py). With `entra` the app validates the bearer token's
+  // signature (the tenant's published keys), issuer, audience and lifetime, and threads
+  // belong to its `oid`; AUTH_ISSUER and AUTH_JWKS_URL keep their tenant-derived defaults.
+  AUTH_MODE: authMode
+  AUTH_TENANT_ID: authTenantId
+  AUTH_AUDIENCE: join(authAudiences, ',')
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

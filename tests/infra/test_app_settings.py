@@ -36,11 +36,9 @@ NOT_SET_IN_AZURE = {
     "MODEL_RETRY_MAX_SECONDS": "has a default",
     "MODEL_MAX_OUTPUT_TOKENS": "has a default",
     "CONTEXT_WINDOW_BYTES": "has a default",
-    "AUTH_MODE": "derived from TRUST_CLIENT_PRINCIPAL_HEADER until infra sets the entra mode",
-    "AUTH_TENANT_ID": "only for AUTH_MODE=entra",
-    "AUTH_AUDIENCE": "only for AUTH_MODE=entra",
-    "AUTH_ISSUER": "has a default derived from AUTH_TENANT_ID",
-    "AUTH_JWKS_URL": "has a default derived from AUTH_TENANT_ID",
+    "TRUST_CLIENT_PRINCIPAL_HEADER": "legacy switch for AUTH_MODE=app_service; Bicep sets AUTH_MODE",
+    "AUTH_ISSUER": "has a default derived from AUTH_TENANT_ID (the tenant's v2.0 and v1 issuers)",
+    "AUTH_JWKS_URL": "has a default derived from AUTH_TENANT_ID (the tenant's published keys)",
     "PAYLOAD_CAP_BYTES": "has a default",
     "THREAD_RETENTION_DAYS": "off unless an operator opts in",
     "MAINTENANCE_INTERVAL_SECONDS": "has a default",
@@ -127,3 +125,18 @@ def test_host_json_reads_settings_that_bicep_sets() -> None:
     assert hub.startswith("%")
     assert hub.endswith("%")
     assert hub.strip("%") in settings
+
+
+def test_auth_settings_come_from_the_auth_parameters() -> None:
+    s = bicep_app_settings()
+    assert s["AUTH_MODE"] == "authMode"
+    assert s["AUTH_TENANT_ID"] == "authTenantId"
+    assert s["AUTH_AUDIENCE"] == "join(authAudiences, ',')"
+    app = load(FUNCTION_APP)
+    # Only the modes Azure can use: app_service needs App Service Authentication in front,
+    # which the templates do not configure.
+    decorators = app.param_decorators["authMode"]
+    assert "'entra'" in decorators
+    assert "'none'" in decorators
+    assert "'app_service'" not in decorators
+    assert "param authMode string = 'none'" in app.text

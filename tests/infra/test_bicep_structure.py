@@ -29,9 +29,10 @@ def test_expected_files_exist() -> None:
         "app/dts.bicep",
         "app/openai.bicep",
         "app/function-app.bicep",
-        "app/auth.bicep",
     ):
         assert expected in names
+    # App Service Authentication was replaced by token validation in the app (AUTH_MODE=entra).
+    assert "app/auth.bicep" not in names
     assert MAIN.read_text().count("targetScope = 'subscription'") == 1
 
 
@@ -127,7 +128,8 @@ def test_main_outputs_for_azd() -> None:
 def test_main_parameter_defaults() -> None:
     main = load(MAIN)
     text = main.text
-    assert "param chatModelName string = 'gpt-4o-mini'" in text
+    assert "param chatModelName string = 'gpt-5.4-mini'" in text
+    assert "param chatModelVersion string = '2026-03-17'" in text
     assert "param chatModelSkuName string = 'GlobalStandard'" in text
     assert "param dtsSkuName string = 'Consumption'" in text
     assert "param enableAuth bool = false" in text
@@ -145,3 +147,48 @@ def test_api_versions_are_pinned_and_not_preview() -> None:
 def test_repo_root_is_where_azd_expects_it() -> None:
     assert (ROOT / "azure.yaml").is_file()
     assert (ROOT / "host.json").is_file()
+
+
+def _main_default(name: str) -> str | None:
+    """The literal default of a main.bicep parameter, without quotes; None when it has none."""
+    match = re.search(rf"^param {name} \w+ = (.+)$", load(MAIN).text, re.MULTILINE)
+    return match.group(1).strip().strip("'") if match else None
+
+
+def test_parameter_file_defaults_match_main() -> None:
+    # `${AZD_VAR=default}` in main.parameters.json wins over main.bicep's own default, so the
+    # two must agree or the README's defaults would depend on how the template is deployed.
+    for name, entry in _parameters_file().items():
+        value = entry["value"]
+        assert isinstance(value, str)
+        match = re.fullmatch(r"\$\{[A-Z0-9_]+=(?P<default>[^}]*)\}", value)
+        if match:
+            assert match.group("default") == _main_default(name), name
+
+
+# Chat models whose new deployments Azure refuses (Deprecated or Retired in Microsoft's
+# "Foundry Models sold by Azure" retirement schedule): the default must not be one of them.
+REFUSED_CHAT_MODELS = {
+    ("gpt-4o-mini", "2024-07-18"),
+    ("gpt-4o", "2024-05-13"),
+    ("gpt-4o", "2024-08-06"),
+    ("gpt-4o", "2024-11-20"),
+    ("gpt-4.1", "2025-04-14"),
+    ("gpt-4.1-mini", "2025-04-14"),
+    ("gpt-4.1-nano", "2025-04-14"),
+    ("o3-mini", "2025-01-31"),
+    ("o4-mini", "2025-04-16"),
+    ("gpt-35-turbo", "0125"),
+}
+
+
+def test_default_model_can_still_be_deployed() -> None:
+    model, version = _main_default("chatModelName"), _main_default("chatModelVersion")
+    assert (model, version) not in REFUSED_CHAT_MODELS
+    params = _parameters_file()
+    assert params["chatModelName"] == {"value": f"${{AZURE_OPENAI_MODEL={model}}}"}
+    assert params["chatModelVersion"] == {"value": f"${{AZURE_OPENAI_MODEL_VERSION={version}}}"}
+    assert params["chatModelSkuName"] == {"value": "${AZURE_OPENAI_SKU=GlobalStandard}"}
+    assert params["openAiApiVersion"] == {
+        "value": f"${{AZURE_OPENAI_API_VERSION={_main_default('openAiApiVersion')}}}"
+    }

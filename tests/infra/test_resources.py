@@ -1,6 +1,6 @@
 """What the resources must be: Flex Consumption on Python 3.13 with a user-assigned identity,
 identity-only connections, the role assignments each identity needs, azd tags, and the
-optional Easy Auth switch."""
+optional Entra ID token check (validated in the app, AUTH_MODE=entra)."""
 
 from __future__ import annotations
 
@@ -156,20 +156,23 @@ def test_resource_group_is_tagged_for_azd() -> None:
     assert _literal(main, "Microsoft.Resources/resourceGroups", "tags") == "tags"
 
 
-def test_auth_is_optional_and_entra_id() -> None:
+def test_auth_is_optional_and_validated_in_the_app() -> None:
     main = load(MAIN)
-    auth = next(m for m in main.modules if m.path == "app/auth.bicep")
-    assert auth.conditional
-    assert "if (enableAuth)" in main.text
-    module = load(APP / "auth.bicep")
-    config = "Microsoft.Web/sites/config"
-    assert _literal(module, config, "name") == "'authsettingsV2'"
-    assert _literal(module, config, "properties.platform.enabled") == "true"
-    assert _literal(module, config, "properties.identityProviders.azureActiveDirectory.enabled") == "true"
-    assert (
-        _literal(module, config, "properties.globalValidation.unauthenticatedClientAction") == "'Return401'"
-    )
-    assert "'/api/health'" in module.text
+    modules = {m.symbol: m for m in main.modules}
+    params = modules["functionApp"].params
+    assert (params["authMode"].text or b"").decode() == "enableAuth ? 'entra' : 'none'"
+    assert (params["authTenantId"].text or b"").decode() == "enableAuth ? tenant().tenantId : ''"
+    audiences = (params["authAudiences"].text or b"").decode()
+    assert audiences.startswith("enableAuth ? [")
+    assert "'api://${authClientId}'" in audiences
+    assert "authClientId\n" in audiences
+    assert "param enableAuth bool = false" in main.text
+    # No App Service Authentication (Easy Auth) in front: the app validates the tokens
+    # itself, so there is one validator, and it is the one the tests exercise.
+    assert not any(m.path == "app/auth.bicep" for m in main.modules)
+    for path in INFRA.rglob("*.bicep"):
+        assert "authsettingsV2" not in path.read_text(), path.name
+        assert load(path).resources_of("Microsoft.Web/sites/config") == [], path.name
 
 
 # Every resource type the templates may use, with the API versions checked against the
@@ -188,7 +191,6 @@ KNOWN_TYPES = {
     "Microsoft.CognitiveServices/accounts/deployments": "2024-10-01",
     "Microsoft.Web/serverfarms": "2024-04-01",
     "Microsoft.Web/sites": "2024-04-01",
-    "Microsoft.Web/sites/config": "2024-04-01",
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2024-04-01",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
 }
