@@ -50,6 +50,7 @@ def test_a_durable_timer_set_before_a_restart_fires_after_it_on_time(tmp_path: P
     stopped_at = time.time()
 
     second = DevhostProcess(tmp_path / "b.log", backend="sqlite", db_path=db, app_dir=SAMPLE).start()
+    ready_at = time.time()
     try:
         assert second.api.get(status_path).json["runtimeStatus"] == "Running"  # not fired early
         done = wait_until(
@@ -64,7 +65,12 @@ def test_a_durable_timer_set_before_a_restart_fires_after_it_on_time(tmp_path: P
     fire_at = datetime.fromisoformat(done["output"]["fire_at"]).replace(tzinfo=UTC).timestamp()
     woke_at = datetime.fromisoformat(done["output"]["woke_at"]).replace(tzinfo=UTC).timestamp()
     assert woke_at >= fire_at  # never early
-    assert completed_at - fire_at < 3.0, "fired promptly after its time"
+    # "On time" is the behaviour under test, so this one keeps a wall-clock bound. It is
+    # counted from when the timer could first fire: its due time, or devhost being ready
+    # again if that came later (a slow start on a loaded machine is not the timer's fault).
+    # A hub that missed the due timer would sleep until an idle stream's next health ping
+    # (HEALTH_PING_SECONDS, 30 s); prompt delivery takes well under 1 s. 10 s sits between.
+    assert completed_at - max(fire_at, ready_at) < 10.0, "fired promptly once due"
     assert stopped_at < fire_at  # the timer really was pending while devhost was down
 
 

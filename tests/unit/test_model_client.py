@@ -173,13 +173,47 @@ def test_500_then_503_then_success(server: FakeModelServer, clock: FakeClock) ->
 
 
 def test_timeout_then_success(server: FakeModelServer, clock: FakeClock) -> None:
-    server.enqueue(reply("too late", delay=3.0), reply("in time"))
+    # The reply that is too late would take 30 s; MODEL_TIMEOUT_SECONDS=0.3 must cut that
+    # attempt short. Here the behaviour *is* a duration, so the test keeps a wall-clock
+    # bound: 10 s, far below the 30 s an ignored timeout costs and far above the ~0.4 s this
+    # takes, so a loaded (2-core, shared) machine cannot make it fail by being slow.
+    server.enqueue(reply("too late", delay=30.0), reply("in time"))
     started = time.monotonic()
     with compatible(server, clock, MODEL_TIMEOUT_SECONDS="0.3") as model:
         assert ask(model).content == "in time"
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 10.0
     assert len(server.requests) == 2
     assert len(clock.sleeps) == 1
+
+
+def _client_for(provider: str, server: FakeModelServer, clock: FakeClock, **env: str) -> OpenAIChatModel:
+    if provider == "openai-compatible":
+        return compatible(server, clock, **env)
+    if provider == "azure-api-key":
+        return azure(server, clock, AZURE_OPENAI_API_KEY=API_KEY, **env)
+    return azure(server, clock, FakeCredential(), **env)  # azure-entra-id
+
+
+@pytest.mark.parametrize("provider", ["openai-compatible", "azure-api-key", "azure-entra-id"])
+@pytest.mark.parametrize(
+    "failure",
+    [error(429), error(500), error(503, retry_after=1), disconnect()],
+    ids=["429", "500", "503", "disconnect"],
+)
+def test_the_openai_clients_own_retries_are_off(
+    server: FakeModelServer, clock: FakeClock, provider: str, failure: dict[str, Any]
+) -> None:
+    # README: "the openai client's own retries are off", for Azure OpenAI as for any
+    # OpenAI-compatible endpoint. The SDK retries these failures by itself (twice, by
+    # default); with one attempt allowed by our policy the server must see one request.
+    server.enqueue(failure, reply("a retry the SDK made on its own"))
+    with (
+        _client_for(provider, server, clock, MODEL_MAX_ATTEMPTS="1") as model,
+        pytest.raises(ModelUnavailableError, match="1 attempt"),
+    ):
+        ask(model)
+    assert len(server.requests) == 1
+    assert clock.sleeps == []
 
 
 def test_malformed_and_empty_bodies_are_retried(server: FakeModelServer, clock: FakeClock) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+
+import azure.functions as func
 import pytest
 
 from agent.errors import ConfigurationError, ModelNotConfiguredError
@@ -11,6 +16,7 @@ from agent.settings import (
     DEFAULT_SYSTEM_PROMPT,
     AzureOpenAISettings,
     OpenAICompatibleSettings,
+    get_settings,
     load_settings,
 )
 
@@ -75,14 +81,128 @@ def test_principal_header_trust_is_an_explicit_boolean() -> None:
         load_settings({"TRUST_CLIENT_PRINCIPAL_HEADER": "maybe"})
 
 
+class RecordingEnv(Mapping[str, str]):
+    """An environment that logs every name asked for, however it is asked (get, [], in)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        # Listing the environment would read names nobody declared; settings ask by name.
+        raise AssertionError("load_settings iterated the environment instead of asking for names")
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+# Environments that between them take every branch of load_settings: no model, each
+# provider fully set, each auth mode, and every optional number present.
+BRANCH_ENVIRONMENTS: list[dict[str, str]] = [
+    {},
+    {
+        "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+        "AZURE_OPENAI_DEPLOYMENT": "chat",
+        "AZURE_OPENAI_API_VERSION": "2025-01-01",
+        "AZURE_OPENAI_API_KEY": "k",
+        "AZURE_CLIENT_ID": "c",
+        "TRUST_CLIENT_PRINCIPAL_HEADER": "true",
+    },
+    {
+        "MODEL_PROVIDER": "openai",
+        "OPENAI_BASE_URL": "http://127.0.0.1:1/v1",
+        "OPENAI_MODEL": "m",
+        "OPENAI_API_KEY": "k",
+        "MODEL_MAX_OUTPUT_TOKENS": "100",
+        "THREAD_RETENTION_DAYS": "30",
+        "AUTH_MODE": "entra",
+        "AUTH_TENANT_ID": "t",
+        "AUTH_AUDIENCE": "api://a",
+        "AUTH_ISSUER": "https://issuer",
+        "AUTH_JWKS_URL": "https://keys",
+    },
+]
+
+
+def _names_read() -> set[str]:
+    asked: set[str] = set()
+    for values in BRANCH_ENVIRONMENTS:
+        env = RecordingEnv(values)
+        load_settings(env)
+        asked |= env.asked
+    return asked
+
+
 def test_every_variable_read_is_declared() -> None:
-    import inspect
+    # Every read counts, through whichever helper (_text, _number, _flag, or one added later).
+    undeclared = _names_read() - set(DECLARED_SETTINGS)
+    assert undeclared == set(), f"load_settings reads {sorted(undeclared)} but DECLARED_SETTINGS lacks them"
 
-    import agent.settings as module
 
-    source = inspect.getsource(module)
-    read = set(__import__("re").findall(r'_(?:text|number)\(env, "([A-Z_]+)"', source))
-    assert read <= set(DECLARED_SETTINGS), read - set(DECLARED_SETTINGS)
+def test_every_declared_variable_is_read() -> None:
+    # A declared name nothing reads is a setting the README documents and Bicep sets in vain.
+    unread = set(DECLARED_SETTINGS) - _names_read()
+    assert unread == set(), f"DECLARED_SETTINGS has {sorted(unread)} but load_settings never reads them"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        # credentials, prompts and tuning alone do not make a model
+        {"OPENAI_API_KEY": "k", "AZURE_OPENAI_API_KEY": "k", "AZURE_CLIENT_ID": "c"},
+        {"AZURE_OPENAI_API_VERSION": "2025-01-01", "SYSTEM_PROMPT": "hi", "MODEL_TIMEOUT_SECONDS": "5"},
+        # blank values count as unset (Bicep and local.settings.json write empty strings)
+        {"AZURE_OPENAI_ENDPOINT": " ", "AZURE_OPENAI_DEPLOYMENT": "", "OPENAI_MODEL": ""},
+        {"MODEL_PROVIDER": " ", "OPENAI_BASE_URL": ""},
+    ],
+)
+def test_without_a_model_no_model_is_configured(env: dict[str, str]) -> None:
+    # What GET /api/health reports as model_configured (see test_health_reports_model_configured).
+    assert load_settings(env).model is None
+
+
+def _health_handler() -> Callable[..., Awaitable[func.HttpResponse]]:
+    import azure.durable_functions as df
+
+    import http_api
+
+    app = df.DFApp()
+    app.register_functions(http_api.bp)
+    (function,) = [f for f in app.get_functions() if f.get_function_name() == "health"]
+    handler: Callable[..., Awaitable[func.HttpResponse]] = function.get_user_function()
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("env", "configured"),
+    [
+        ({}, False),
+        ({"OPENAI_API_KEY": "k", "AZURE_CLIENT_ID": "c"}, False),
+        ({"OPENAI_MODEL": "m", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, True),
+        ({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d"}, True),
+    ],
+)
+def test_health_reports_model_configured(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], configured: bool
+) -> None:
+    """README: "without a model, health says model_configured: false" (and true with one)."""
+    for name in DECLARED_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        request = func.HttpRequest("GET", "http://localhost/api/health", body=b"")
+        response = asyncio.run(_health_handler()(req=request))
+    finally:
+        get_settings.cache_clear()
+    assert response.status_code == 200
+    assert json.loads(response.get_body()) == {"status": "ok", "model_configured": configured}
 
 
 def test_the_readme_documents_every_setting() -> None:

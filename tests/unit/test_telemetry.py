@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import ProxyTracerProvider, SpanKind, StatusCode
 
 from agent import telemetry
 from agent.errors import ConfigurationError, DurableAgentError
@@ -180,14 +181,25 @@ def test_operation_span_error(spans: InMemorySpanExporter) -> None:
     assert REPLY not in _everything_recorded(span)
 
 
-def test_helpers_are_no_ops_without_sdk() -> None:
-    # The process-wide provider is the API's no-op proxy unless something configured it.
+def test_helpers_are_no_ops_without_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No SDK: the process-wide provider is the API's proxy, which hands out non-recording spans.
+    monkeypatch.setattr(telemetry, "_provider", None)
+    assert isinstance(trace.get_tracer_provider(), ProxyTracerProvider), "another test set an SDK provider"
     with telemetry.model_call_span("t", 1, "m") as call:
         call.record_usage(1, 1)
+    assert call.total_tokens == 2  # the caller's bookkeeping still works
     with telemetry.http_request_span("GET", "health") as http:
         http.status_code = 200
+    assert http.status_code == 200
     with telemetry.operation_span("x") as span:
         span.set_attribute("k", 1)
+        assert not span.is_recording()
+        assert not span.get_span_context().is_valid
+    # An exception still passes through unchanged, the very same object.
+    failure = KeyError("boom")
+    with pytest.raises(KeyError) as raised, telemetry.operation_span("y"):
+        raise failure
+    assert raised.value is failure
 
 
 def test_no_connection_string_configures_nothing(fresh_state: None, monkeypatch: pytest.MonkeyPatch) -> None:
