@@ -13,6 +13,14 @@ lock is released), locks held by an orchestration are released when it reaches a
 terminal state, and ``CleanEntityStorage`` treats a lock as orphaned when its owner no
 longer exists or is terminal (the reference compares the critical-section id with
 instance ids, so it considers every lock orphaned).
+
+Deleted entities do not exist: an ``entities`` row is kept only while the entity has
+state, queued operations or a lock. When a transition leaves it with none of those (an
+operation deleted the state, a lock on a never-used entity was released) the row is
+removed in the same transaction, so ``GetEntity`` answers not-found, queries do not list
+it and a later signal recreates it from empty. Azure Durable Task Scheduler (and the
+Netherite and MSSQL backends) delete entities implicitly like this; the reference keeps
+an empty entity until ``CleanEntityStorage`` removes it.
 """
 
 from __future__ import annotations
@@ -34,6 +42,25 @@ def ensure(tx: Tx, entity_id: str) -> None:
         "INSERT OR IGNORE INTO entities (entity_id, last_modified) VALUES (?, ?)",
         (entity_id, tx.now),
     )
+
+
+# An entity row is "empty" (and is removed) when it has no state, no lock and nothing queued.
+_EMPTY = (
+    "state IS NULL AND locked_by IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM entity_inbox q WHERE q.entity_id = entities.entity_id)"
+)
+# CleanEntityStorage looks at this many entities per call and returns a continuation
+# token for the rest, so one call never holds the write lock for long.
+CLEAN_PAGE = 500
+
+
+def remove_if_empty(tx: Tx, entity_id: str) -> bool:
+    """Deletes the entity's row if it has no state, lock or queued operations."""
+    cur = tx.conn.execute(
+        f"DELETE FROM entities WHERE entity_id = ? AND {_EMPTY}",  # noqa: S608 (constant)
+        (entity_id,),
+    )
+    return cur.rowcount > 0
 
 
 def get(conn: sqlite3.Connection, entity_id: str) -> sqlite3.Row | None:
@@ -94,16 +121,22 @@ def unlock(tx: Tx, entity_id: str, critical_section_id: str) -> None:
         (entity_id, critical_section_id),
     )
     grant_pending_locks(tx)
+    remove_if_empty(tx, entity_id)
 
 
 def release_locks_of(tx: Tx, owner: str) -> None:
     """Releases every lock held or requested by an orchestration that has finished."""
     tx.conn.execute("DELETE FROM lock_requests WHERE owner_instance_id = ?", (owner,))
-    cur = tx.conn.execute(
-        "UPDATE entities SET locked_by = NULL, lock_owner = NULL WHERE lock_owner = ?", (owner,)
-    )
-    if cur.rowcount:
-        grant_pending_locks(tx)
+    held = [
+        str(r[0])
+        for r in tx.conn.execute("SELECT entity_id FROM entities WHERE lock_owner = ?", (owner,)).fetchall()
+    ]
+    if not held:
+        return
+    tx.conn.execute("UPDATE entities SET locked_by = NULL, lock_owner = NULL WHERE lock_owner = ?", (owner,))
+    grant_pending_locks(tx)
+    for entity_id in held:
+        remove_if_empty(tx, entity_id)
 
 
 def grant_pending_locks(tx: Tx) -> None:
@@ -180,6 +213,7 @@ def apply_batch_result(tx: Tx, entity_id: str, row_ids: list[int], result: Any) 
                     instances.deliver(
                         tx, parent, failed, execution_id=ev.opt_string(called, "parentExecutionId")
                     )
+        remove_if_empty(tx, entity_id)
         return
     processed = min(len(ops), len(result.results))
     ops = ops[:processed]
@@ -244,6 +278,8 @@ def apply_batch_result(tx: Tx, entity_id: str, row_ids: list[int], result: Any) 
                 )
             except instances.InstanceExists as exc:
                 log.warning("entity %s could not start orchestration: %s", entity_id, exc)
+    # A batch that leaves the entity without state, lock or queued work deletes it.
+    remove_if_empty(tx, entity_id)
 
 
 def metadata(conn: sqlite3.Connection, row: sqlite3.Row, include_state: bool) -> Any:
@@ -259,27 +295,43 @@ def metadata(conn: sqlite3.Connection, row: sqlite3.Row, include_state: bool) ->
     )
 
 
-def clean_storage(tx: Tx, remove_empty: bool, release_orphaned: bool) -> tuple[int, int]:
+def clean_storage(
+    tx: Tx, remove_empty: bool, release_orphaned: bool, after: str | None
+) -> tuple[int, int, str | None]:
+    """One page of ``CleanEntityStorage``: (empty removed, orphaned locks released, continuation).
+
+    Looks at up to ``CLEAN_PAGE`` entities with ids after ``after``; the continuation is the
+    last id looked at, or None when the scan reached the end.
+    """
     conn = tx.conn
-    released = 0
+    rows = conn.execute(
+        "SELECT entity_id, locked_by, lock_owner FROM entities WHERE entity_id > ?"
+        " ORDER BY entity_id LIMIT ?",
+        (after or "", CLEAN_PAGE + 1),
+    ).fetchall()
+    more = len(rows) > CLEAN_PAGE
+    rows = rows[:CLEAN_PAGE]
+    freed: list[str] = []
     if release_orphaned:
-        for row in conn.execute(
-            "SELECT entity_id, lock_owner FROM entities WHERE locked_by IS NOT NULL"
-        ).fetchall():
+        for row in rows:
+            if row["locked_by"] is None:
+                continue
             owner = instances.get(conn, row["lock_owner"]) if row["lock_owner"] else None
             if owner is None or ev.is_terminal(owner["status"]):
                 conn.execute(
                     "UPDATE entities SET locked_by = NULL, lock_owner = NULL WHERE entity_id = ?",
                     (row["entity_id"],),
                 )
-                released += 1
-        if released:
+                freed.append(row["entity_id"])
+        if freed:
             grant_pending_locks(tx)
     removed = 0
     if remove_empty:
-        cur = conn.execute(
-            "DELETE FROM entities WHERE state IS NULL AND locked_by IS NULL"
-            " AND NOT EXISTS (SELECT 1 FROM entity_inbox q WHERE q.entity_id = entities.entity_id)"
-        )
-        removed = cur.rowcount
-    return removed, released
+        removed = sum(remove_if_empty(tx, row["entity_id"]) for row in rows)
+    else:
+        # Deleted entities do not exist: one emptied by releasing its lock goes anyway
+        # (not counted, since removing empty entities was not asked for).
+        for entity_id in freed:
+            remove_if_empty(tx, entity_id)
+    token = str(rows[-1]["entity_id"]) if more and rows else None
+    return removed, len(freed), token

@@ -98,6 +98,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             lock_set TEXT NOT NULL
         )""",
     ),
+    # 2: deleted entities do not exist (see entities.py); drop the empty rows older hubs kept
+    (
+        "DELETE FROM entities WHERE state IS NULL AND locked_by IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM entity_inbox q WHERE q.entity_id = entities.entity_id)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

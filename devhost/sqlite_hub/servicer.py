@@ -286,10 +286,17 @@ class SqliteHubServicer(stubs.TaskHubSidecarServiceServicer):
         return self.hub.read(lambda conn: queries.query_entities(conn, request.query))
 
     def CleanEntityStorage(self, request: Any, context: grpc.ServicerContext) -> Any:
-        removed, released = self.hub.write(
-            lambda tx: entities.clean_storage(tx, request.removeEmptyEntities, request.releaseOrphanedLocks)
+        after = ev.opt_string(request, "continuationToken")
+        removed, released, token = self.hub.write(
+            lambda tx: entities.clean_storage(
+                tx, request.removeEmptyEntities, request.releaseOrphanedLocks, after
+            )
         )
-        return pb.CleanEntityStorageResponse(emptyEntitiesRemoved=removed, orphanedLocksReleased=released)
+        return pb.CleanEntityStorageResponse(
+            emptyEntitiesRemoved=removed,
+            orphanedLocksReleased=released,
+            continuationToken=ev.string_value(token),
+        )
 
     # -- work items ----------------------------------------------------------------------
 

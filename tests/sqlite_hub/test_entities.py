@@ -132,24 +132,6 @@ def test_query_entities_paging_and_filters(env: Env) -> None:
     )
 
 
-def test_clean_entity_storage(isolated_env: Env) -> None:
-    keep = EntityInstanceId("counter", isolated_env.iid("keep"))
-    empty = EntityInstanceId("counter", isolated_env.iid("empty"))
-    isolated_env.client.signal_entity(keep, "add", 1)
-    isolated_env.client.signal_entity(empty, "add", 1)
-    eventually(lambda: state_of(isolated_env, keep) == 1 and state_of(isolated_env, empty) == 1)
-    isolated_env.client.signal_entity(empty, "delete")
-    eventually(
-        lambda: isolated_env.client.get_entity(empty) is not None and state_of(isolated_env, empty) is None
-    )
-    result = isolated_env.client.clean_entity_storage(
-        remove_empty_entities=True, release_orphaned_locks=False
-    )
-    assert result.empty_entities_removed == 1
-    assert isolated_env.client.get_entity(empty) is None
-    assert state_of(isolated_env, keep) == 1
-
-
 def test_delayed_signal_from_orchestration(env: Env) -> None:
     key = env.iid("ds")
     iid = env.client.schedule_new_orchestration(wf.delayed_signal_orch, input=key, instance_id=env.iid())

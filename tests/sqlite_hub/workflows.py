@@ -188,6 +188,13 @@ def lock_orch(ctx: task.OrchestrationContext, keys: list[str]) -> Gen:
     return values
 
 
+def lock_only_orch(ctx: task.OrchestrationContext, key: str) -> Gen:
+    """Locks an entity and releases it without calling it (it never gets state)."""
+    with (yield ctx.lock_entities([EntityInstanceId("counter", key)])):
+        pass
+    return "ok"
+
+
 def delayed_signal_orch(ctx: task.OrchestrationContext, key: str) -> Gen:
     at = ctx.current_utc_datetime + timedelta(seconds=1)
     ctx.signal_entity(EntityInstanceId("counter", key), "add", 3, signal_time=at)
@@ -247,6 +254,7 @@ ORCHESTRATORS: list[Any] = [
     sender_orch,
     entity_orch,
     lock_orch,
+    lock_only_orch,
     entity_error_orch,
     delayed_signal_orch,
 ]

@@ -11,7 +11,6 @@ import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 
-from devhost.sqlite_hub import SqliteSidecar
 from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
 
 
@@ -238,7 +237,7 @@ def test_abandoned_orchestration_and_entity_work_is_handed_out_again(stub: Any) 
         stream.close()
 
 
-def test_locks_are_granted_released_and_orphans_cleaned(stub: Any, sidecar: SqliteSidecar) -> None:
+def test_locks_are_granted_and_released(stub: Any) -> None:
     stream = RawStream(stub)
     try:
         start(stub, "locker")
@@ -272,21 +271,17 @@ def test_locks_are_granted_released_and_orphans_cleaned(stub: Any, sidecar: Sqli
         )
         waiting = stream.next()
         assert waiting.entityRequestV2.instanceId == "@ctr@l1"
-        assert not stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@l2")).entity.HasField("lockedBy")
+        # Released and never used: l2 has no state, lock or queue, so it no longer exists.
+        assert not stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@l2")).exists
         stub.CompleteEntityTask(
             pb.EntityBatchResult(
                 completionToken=waiting.completionToken,
                 results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+                entityState=wrappers_pb2.StringValue(value="1"),
             )
         )
-        # A lock whose owner is gone is orphaned and released by CleanEntityStorage.
-        with sidecar.storage.write() as conn:
-            conn.execute(
-                "UPDATE entities SET locked_by = 'cs-x', lock_owner = 'ghost' WHERE entity_id = '@ctr@l2'"
-            )
-        res = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(releaseOrphanedLocks=True))
-        assert res.orphanedLocksReleased == 1
-        res = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(removeEmptyEntities=True))
-        assert res.emptyEntitiesRemoved == 2
+        got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@l1", includeState=True))
+        assert got.exists and got.entity.serializedState.value == "1"
+        assert not got.entity.HasField("lockedBy")
     finally:
         stream.close()
