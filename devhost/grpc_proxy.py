@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 from durabletask.internal import orchestrator_service_pb2 as pb
 
+from devhost.grpc_limits import GRPC_OPTIONS
+
 logger = logging.getLogger("devhost.proxy")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskHubSidecarService"]
@@ -45,10 +47,7 @@ class SidecarProxy:
         return f"{self._host}:{self.port}"
 
     def start(self) -> None:
-        options = [
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ]
+        options = list(GRPC_OPTIONS)
         if self._credentials is not None:
             self._channel = grpc.secure_channel(self._target, self._credentials, options=options)
         else:

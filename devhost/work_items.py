@@ -24,6 +24,7 @@ from durabletask.internal.orchestrator_service_pb2_grpc import TaskHubSidecarSer
 from google.protobuf import wrappers_pb2
 
 from devhost.app_index import ACTIVITY_TRIGGER, ENTITY_TRIGGER, ORCHESTRATION_TRIGGER, IndexedFunction
+from devhost.grpc_limits import GRPC_OPTIONS
 from devhost.invoker import Invoker
 
 logger = logging.getLogger("devhost.work")
@@ -81,10 +82,7 @@ class WorkItemDriver:
         self._channel: grpc.aio.Channel | None = None
 
     def _open_channel(self) -> grpc.aio.Channel:
-        options = [
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ]
+        options = list(GRPC_OPTIONS)
         if self._credentials is not None:
             return grpc.aio.secure_channel(self._address, self._credentials, options=options)
         return grpc.aio.insecure_channel(self._address, options=options)

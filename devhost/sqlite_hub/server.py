@@ -16,6 +16,7 @@ from typing import Any, Literal
 import grpc
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
+from devhost.grpc_limits import GRPC_OPTIONS
 from devhost.sqlite_hub.hub import HEALTH_PING_SECONDS, TaskHub
 from devhost.sqlite_hub.leases import DEFAULT_LEASE_SECONDS
 from devhost.sqlite_hub.servicer import SqliteHubServicer
@@ -59,7 +60,8 @@ class SqliteSidecar:
         self.hub = TaskHub(self.storage, lease_seconds=self.lease_seconds)
         self.hub.health_ping_seconds = self.health_ping_seconds
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=_MAX_RPC_THREADS, thread_name_prefix="taskhub")
+            futures.ThreadPoolExecutor(max_workers=_MAX_RPC_THREADS, thread_name_prefix="taskhub"),
+            options=list(GRPC_OPTIONS),
         )
         add_servicer: Callable[[Any, grpc.Server], None] = stubs.add_TaskHubSidecarServiceServicer_to_server
         add_servicer(SqliteHubServicer(self.hub), server)
