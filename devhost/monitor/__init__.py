@@ -24,12 +24,21 @@ MOUNT_PATH = "/_devhost"
 __all__ = ["MOUNT_PATH", "monitor_mount", "monitor_routes"]
 
 
-def monitor_routes(client: AsyncTaskHubGrpcClient, *, api_prefix: str = "api") -> list[BaseRoute]:
-    """The monitor's routes, relative to where they are mounted (`MOUNT_PATH`). `api_prefix`
-    is the app's HTTP route prefix (host.json `extensions.http.routePrefix`)."""
-    return build_routes(client, api_prefix)
+def monitor_routes(
+    client: AsyncTaskHubGrpcClient, *, api_prefix: str = "api", key: str | None = None
+) -> list[BaseRoute]:
+    """The monitor's routes, relative to where they are mounted (`MOUNT_PATH`).
+
+    `api_prefix` is the app's HTTP route prefix (host.json `extensions.http.routePrefix`).
+    `key`: devhost's management key when the app runs with thread owners; the monitor's
+    JSON routes then need it (`x-functions-key` or `?code=`), as the management API does.
+    """
+    return build_routes(client, api_prefix, key)
 
 
-def monitor_mount(client: AsyncTaskHubGrpcClient, *, api_prefix: str = "api") -> Mount:
+def monitor_mount(
+    client: AsyncTaskHubGrpcClient, *, api_prefix: str = "api", key: str | None = None
+) -> Mount:
     """`monitor_routes` mounted at `MOUNT_PATH`."""
-    return Mount(MOUNT_PATH, routes=monitor_routes(client, api_prefix=api_prefix), name="devhost-monitor")
+    routes = monitor_routes(client, api_prefix=api_prefix, key=key)
+    return Mount(MOUNT_PATH, routes=routes, name="devhost-monitor")

@@ -14,10 +14,13 @@ JSON routes (relative to where the monitor is mounted, `/_devhost`):
 - `POST api/instances/{id}/purge`: delete a finished instance and its history
 
 Errors are problem details (`application/problem+json`) with a `detail` for the page.
+With a `key` (devhost's management key, when the app runs with thread owners) every JSON
+route but `api/config` needs it as `x-functions-key` or `?code=`, like the management API.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -63,6 +66,7 @@ class Problem(Exception):
 def problem(status: int, detail: str) -> JSONResponse:
     titles = {
         400: "Bad Request",
+        401: "Unauthorized",
         403: "Forbidden",
         404: "Not Found",
         409: "Conflict",
@@ -89,11 +93,14 @@ _GRPC_STATUS = {
 }
 
 
-def _guarded(handler: Endpoint) -> Endpoint:
-    """Problems and backend errors become problem details, never tracebacks."""
+def _guarded(handler: Endpoint, key: str | None) -> Endpoint:
+    """The key check (when devhost has a management key), then the handler; problems and
+    backend errors become problem details, never tracebacks."""
 
     async def endpoint(request: Request) -> Response:
         try:
+            if key is not None:
+                _check_key(request, key)
             return await handler(request)
         except Problem as error:
             return problem(error.status, error.detail)
@@ -103,6 +110,16 @@ def _guarded(handler: Endpoint) -> Endpoint:
             return problem(status, f"The backend answered {code.name}: {error.details() or 'no details'}")
 
     return endpoint
+
+
+def _check_key(request: Request, key: str) -> None:
+    offered = request.headers.get("x-functions-key") or request.query_params.get("code") or ""
+    if not hmac.compare_digest(offered.encode(), key.encode()):
+        raise Problem(
+            401,
+            "This devhost guards its management routes with a key (the app runs with owners): "
+            "open the monitor as /_devhost/?code=KEY with the key devhost printed at startup.",
+        )
 
 
 def _check_same_origin(request: Request) -> None:
@@ -145,12 +162,19 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 
 class MonitorApi:
-    def __init__(self, client: AsyncTaskHubGrpcClient, api_prefix: str) -> None:
+    def __init__(self, client: AsyncTaskHubGrpcClient, api_prefix: str, key_required: bool) -> None:
         self._client = client
         self._api_prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
+        self._key_required = key_required
 
     async def config(self, request: Request) -> Response:
-        return ok({"api_prefix": self._api_prefix, "thread_orchestration": THREAD_ORCHESTRATION})
+        return ok(
+            {
+                "api_prefix": self._api_prefix,
+                "thread_orchestration": THREAD_ORCHESTRATION,
+                "key_required": self._key_required,
+            }
+        )
 
     async def instances(self, request: Request) -> Response:
         limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -256,15 +280,22 @@ async def _index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
-def build_routes(client: AsyncTaskHubGrpcClient, api_prefix: str = "api") -> list[BaseRoute]:
-    api = MonitorApi(client, api_prefix)
+def build_routes(
+    client: AsyncTaskHubGrpcClient, api_prefix: str = "api", key: str | None = None
+) -> list[BaseRoute]:
+    api = MonitorApi(client, api_prefix, key is not None)
+
+    def json_route(path: str, handler: Endpoint, method: str) -> Route:
+        return Route(path, _guarded(handler, key), methods=[method])
+
     return [
         Route("/", _index, methods=["GET", "HEAD"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        Route("/api/config", _guarded(api.config), methods=["GET"]),
-        Route("/api/instances", _guarded(api.instances), methods=["GET"]),
-        Route("/api/instances/{instance_id}", _guarded(api.instance), methods=["GET"]),
-        Route("/api/instances/{instance_id}/history", _guarded(api.history), methods=["GET"]),
-        Route("/api/instances/{instance_id}/entities", _guarded(api.entities), methods=["GET"]),
-        Route("/api/instances/{instance_id}/{action}", _guarded(api.action), methods=["POST"]),
+        # config is open: the page needs it to say that a key is required
+        Route("/api/config", _guarded(api.config, None), methods=["GET"]),
+        json_route("/api/instances", api.instances, "GET"),
+        json_route("/api/instances/{instance_id}", api.instance, "GET"),
+        json_route("/api/instances/{instance_id}/history", api.history, "GET"),
+        json_route("/api/instances/{instance_id}/entities", api.entities, "GET"),
+        json_route("/api/instances/{instance_id}/{action}", api.action, "POST"),
     ]

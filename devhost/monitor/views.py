@@ -125,7 +125,7 @@ def _event_name(event: history.HistoryEvent) -> str | None:
         value = getattr(event, attribute, None)
         if isinstance(value, str) and value:
             target = getattr(event, "target_instance_id", None)
-            return f"{target} · {value}" if attribute == "operation" and target else value
+            return f"{value} → {target}" if attribute == "operation" and target else value
     if isinstance(event, history.TimerCreatedEvent):
         return f"fires {iso(event.fire_at)}"
     return None

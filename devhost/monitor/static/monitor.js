@@ -117,6 +117,9 @@
 
   async function request(method, url, body) {
     const options = { method, headers: { Accept: "application/json" }, cache: "no-store" };
+    // devhost's management key (only when the app runs with owners) goes to the monitor's
+    // own routes, never to the app's API.
+    if (managementKey && url.startsWith("api/")) options.headers["x-functions-key"] = managementKey;
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
@@ -138,6 +141,20 @@
 
   const monitorApi = (path) => "api/" + path;
   let appPrefix = "/api";
+  const KEY_STORAGE = "devhost-monitor-key";
+  let managementKey = sessionStorage.getItem(KEY_STORAGE);
+
+  // /_devhost/?code=KEY: keep the key for this tab and take it out of the address bar.
+  function takeKeyFromUrl() {
+    const params = new URLSearchParams(location.search);
+    const code = params.get("code");
+    if (!code) return;
+    managementKey = code;
+    sessionStorage.setItem(KEY_STORAGE, code);
+    params.delete("code");
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
+  }
 
   // --- state -----------------------------------------------------------------------------
 
@@ -606,9 +623,13 @@
   }
 
   async function start() {
+    takeKeyFromUrl();
     try {
       const config = await request("GET", monitorApi("config"));
       appPrefix = config.api_prefix;
+      if (config.key_required && !managementKey) {
+        setLive(false, "needs the management key: open /_devhost/?code=KEY (devhost prints it at startup)");
+      }
     } catch (error) {
       setLive(false, "devhost unreachable: " + error.message);
     }
