@@ -2,13 +2,16 @@
 
 import azure.durable_functions as df
 
-import activities
-import entities
 import http_api
-import orchestrations
+from activities import call_model, sweep
+from entities import legacy_history, storage
+from orchestrations import maintenance, thread
 
 app = df.DFApp()
 app.register_functions(http_api.bp)
-app.register_functions(orchestrations.bp)
-app.register_functions(activities.bp)
-app.register_functions(entities.bp)
+app.register_functions(thread.bp)
+app.register_functions(maintenance.bp)
+app.register_functions(call_model.bp)
+app.register_functions(sweep.bp)
+app.register_functions(storage.bp)
+app.register_functions(legacy_history.bp)

@@ -1,9 +1,4 @@
-"""Activities of the app. `bp` carries them; function_app.py registers it.
+"""Activities of the app: `call_model` and `sweep_threads`; function_app.py registers each.
 
-Importing this package builds no clients: the `call_model` activity gets its model client
-on first invocation.
+Importing this package builds no clients: an activity gets its clients on first invocation.
 """
-
-from activities.call_model import bp
-
-__all__ = ["bp"]

@@ -9,26 +9,47 @@ already happened inside the client, bounded by the retry settings.
 """
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import azure.durable_functions as df
 
+from agent.contract import CALL_MODEL_ACTIVITY
+from agent.errors import DurableAgentError, ModelCallError, public_message
 from agent.model import ModelClient, ModelReply, ModelRequest
 from agent.openai_model import get_model_client
 from agent.settings import get_settings
 from agent.telemetry import configure_telemetry, model_call_span
+from agent.thread import encoded_size
 
-ACTIVITY_NAME = "call_model"
+ACTIVITY_NAME = CALL_MODEL_ACTIVITY
+#: room in a stored reply entry for everything but its content
+REPLY_ENTRY_OVERHEAD = 1024
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)
+
+
+def fit_reply(reply: ModelReply, max_reply_bytes: int) -> ModelReply:
+    """The reply, cut to what the thread can store (encoded), marked `truncated` if cut."""
+    budget = max(max_reply_bytes - REPLY_ENTRY_OVERHEAD, 1)
+    if encoded_size(reply.content) <= budget:
+        return reply
+    low, high = 0, len(reply.content)
+    while low < high:  # the longest prefix whose encoding fits
+        middle = (low + high + 1) // 2
+        if encoded_size(reply.content[:middle]) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return replace(reply, content=reply.content[:low], finish_reason="length", truncated=True)
 
 
 def call_model(request: ModelRequest, client: ModelClient) -> ModelReply:
     """Ask `client` for the reply to `request`'s messages, inside a model-call span."""
     requested = str(getattr(client, "model", "") or "model")
     with model_call_span(request.thread_id, request.turn, requested) as span:
-        reply = client.complete(request.messages)
+        reply = fit_reply(client.complete(request.messages), request.max_reply_bytes)
         span.record_reply(reply)
     log.info(
         "thread %s turn %d: model %s answered in %d ms (%d tokens, finish_reason %s)",
@@ -48,8 +69,19 @@ def call_model(request: ModelRequest, client: ModelClient) -> ModelReply:
 @bp.activity_trigger(input_name="request", activity=ACTIVITY_NAME)
 def call_model_trigger(request: dict) -> dict:  # type: ignore[type-arg]
     """Trigger adapter: decode the request, call the process-wide model client, encode the reply."""
-    configure_telemetry(get_settings())
-    parsed = ModelRequest.from_dict(request)
-    client = get_model_client()  # raises ModelNotConfiguredError when no model is configured
-    result: dict[str, Any] = call_model(parsed, client).to_dict()
+    try:
+        configure_telemetry(get_settings())
+        parsed = ModelRequest.from_dict(request)
+        client = get_model_client()  # raises ModelNotConfiguredError when no model is configured
+        result: dict[str, Any] = call_model(parsed, client).to_dict()
+    except DurableAgentError as error:
+        # The detail (endpoints, addresses) stays in this log; the thread records a public message.
+        log.warning("call_model failed: %s: %s", type(error).__name__, error.message)
+        raise _public_copy(error) from None
     return result
+
+
+def _public_copy(error: DurableAgentError) -> DurableAgentError:
+    """The same kind of error (so the thread records the same code), with a public message."""
+    kind = type(error) if type(error).__init__ is DurableAgentError.__init__ else ModelCallError
+    return kind(public_message(error.message), retryable=error.retryable)

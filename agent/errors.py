@@ -8,6 +8,14 @@ failed turns.
 
 from __future__ import annotations
 
+import re
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+_HOST = re.compile(
+    r"\b(?:[a-z0-9-]+\.)+(?:com|net|io|org|azure\.com|windows\.net|ai)\b(?::\d+)?", re.IGNORECASE
+)
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+
 
 class DurableAgentError(Exception):
     """Root of every error this app raises deliberately."""
@@ -48,6 +56,13 @@ class PayloadTooLargeError(InvalidInputError):
 
     code = "payload_too_large"
     http_status = 413
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The request body is not in a format the API reads (it reads JSON)."""
+
+    code = "unsupported_media_type"
+    http_status = 415
 
 
 class UnauthorizedError(DurableAgentError):
@@ -127,3 +142,11 @@ def error_for_failure(error_type: str, message: str) -> tuple[str, bool]:
         if name in message:
             return known[name].code, known[name].retryable
     return ModelCallError.code, False
+
+
+def public_message(message: str) -> str:
+    """`message` fit for an API caller: endpoints, host names and addresses removed (the
+    full detail stays in the host's log)."""
+    text = _URL.sub("the model endpoint", message)
+    text = _HOST.sub("the model endpoint", text)
+    return _ADDRESS.sub("the model endpoint", text)

@@ -1,7 +1,8 @@
-"""Pure state transitions of a thread's history (the `history` entity's state).
+"""Pure rules of the legacy single-blob history (threads written before paged storage).
 
-The entity in entities/history.py only adapts these functions to Durable Entities; all
-rules live here so they can be unit-tested without a backend:
+The legacy `history` entity (entities/legacy_history.py) adapts these to Durable Entities;
+the HTTP API reads a not-yet-migrated thread with them, and `export` hands its entries out
+in bounded chunks when the thread migrates to paged storage. The rules:
 
 - entries get consecutive `seq` numbers starting at 1; an entry whose `id` is already
   present is not appended again (idempotent appends make redelivered events harmless);
@@ -12,12 +13,15 @@ rules live here so they can be unit-tested without a backend:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import InvalidInputError
-from agent.model import ROLES, ChatMessage
+from agent.model import ChatMessage
+
+ROLES = ("system", "user", "assistant")
 
 MAX_PAGE_SIZE = 200
 OPTIONAL_FIELDS = ("reply_to", "model", "usage", "latency_ms", "finish_reason", "error")
@@ -120,6 +124,20 @@ def find_reply(state: HistoryState, message_id: str) -> tuple[dict[str, Any] | N
         return None, None
     reply = next((e for e in state.entries if e.get("reply_to") == message_id), None)
     return message, reply
+
+
+def export(state: HistoryState, *, after: int, max_bytes: int) -> dict[str, Any]:
+    """Entries after `after` whose encoded size adds up to at most `max_bytes` (at least one)."""
+    chosen: list[dict[str, Any]] = []
+    used = 0
+    for entry in state.entries[after:]:
+        size = len(json.dumps(entry))
+        if chosen and used + size > max_bytes:
+            break
+        chosen.append(entry)
+        used += size
+    more = after + len(chosen) < len(state.entries)
+    return {"entries": chosen, "next_after": chosen[-1]["seq"] if more and chosen else None}
 
 
 def entry_size(entry: Mapping[str, Any]) -> int:

@@ -14,13 +14,28 @@ from typing import Any, Protocol
 
 from agent.errors import InvalidInputError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """One message of a chat request, in the Chat Completions shape.
+
+    An assistant message may carry `tool_calls` ({"id", "name", "arguments"}); a `tool`
+    message answers one of them by `tool_call_id`."""
+
     role: str
     content: str
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [dict(c) for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChatMessage:
@@ -29,7 +44,16 @@ class ChatMessage:
             raise InvalidInputError(
                 f"chat message needs role in {ROLES} and string content, got {data!r:.200}"
             )
-        return cls(role=role, content=content)
+        calls = data.get("tool_calls") or ()
+        if not isinstance(calls, list | tuple) or not all(isinstance(c, Mapping) for c in calls):
+            raise InvalidInputError("chat message 'tool_calls' must be a list of objects")
+        call_id = data.get("tool_call_id")
+        return cls(
+            role=role,
+            content=content,
+            tool_calls=tuple(dict(c) for c in calls),
+            tool_call_id=call_id if isinstance(call_id, str) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -46,9 +70,16 @@ class ModelRequest:
     thread_id: str
     turn: int
     messages: list[ChatMessage]
+    #: the longest reply (encoded) the thread can store; longer output is cut
+    max_reply_bytes: int = 64 * 1024
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "thread_id": self.thread_id,
+            "turn": self.turn,
+            "messages": [m.to_dict() for m in self.messages],
+            "max_reply_bytes": self.max_reply_bytes,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelRequest:
@@ -59,6 +90,7 @@ class ModelRequest:
             thread_id=str(data.get("thread_id", "")),
             turn=int(data.get("turn", 0)),
             messages=[ChatMessage.from_dict(m) for m in messages],
+            max_reply_bytes=int(data.get("max_reply_bytes") or 64 * 1024),
         )
 
 
@@ -71,6 +103,8 @@ class ModelReply:
     finish_reason: str
     latency_ms: int
     usage: Usage = field(default_factory=Usage)
+    #: True when the content was cut to fit what the thread can store
+    truncated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +117,7 @@ class ModelReply:
             model=str(data.get("model", "")),
             finish_reason=str(data.get("finish_reason", "")),
             latency_ms=int(data.get("latency_ms", 0)),
+            truncated=data.get("truncated") is True,
             usage=Usage(
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 completion_tokens=int(usage.get("completion_tokens", 0)),

@@ -208,8 +208,26 @@ class OpenAIChatModel:
 def _message_param(message: ChatMessage) -> ChatCompletionMessageParam:
     if message.role == "system":
         return {"role": "system", "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": str(call.get("id")),
+                    "type": "function",
+                    "function": {
+                        "name": str(call.get("name")),
+                        "arguments": str(call.get("arguments") or "{}"),
+                    },
+                }
+                for call in message.tool_calls
+            ],
+        }
     if message.role == "assistant":
         return {"role": "assistant", "content": message.content}
+    if message.role == "tool":
+        return {"role": "tool", "content": message.content, "tool_call_id": message.tool_call_id or ""}
     return {"role": "user", "content": message.content}
 
 

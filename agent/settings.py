@@ -293,3 +293,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 def get_settings() -> Settings:
     """The process's settings, loaded on first use (never at import) and then reused."""
     return load_settings(os.environ)
+
+
+def describe_model(model: AzureOpenAISettings | OpenAICompatibleSettings) -> str:
+    """One line naming the configured model, without keys or full URLs."""
+    from urllib.parse import urlsplit
+
+    if isinstance(model, AzureOpenAISettings):
+        auth = "API key" if model.api_key else "Entra ID"
+        return f"Azure OpenAI deployment {model.deployment} at {urlsplit(model.endpoint).hostname} ({auth})"
+    host = urlsplit(model.base_url).netloc if model.base_url else "api.openai.com (OPENAI_BASE_URL unset)"
+    return f"OpenAI-compatible model {model.model} at {host}"

@@ -1,5 +1,2 @@
-"""Durable entities of the app: the per-thread `history` entity."""
-
-from entities.history import bp
-
-__all__ = ["bp"]
+"""Durable entities of the app: a thread's storage (`storage.bp`) and the legacy
+single-blob history (`legacy_history.bp`); function_app.py registers both."""

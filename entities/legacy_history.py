@@ -1,8 +1,9 @@
-"""The `history` entity: one per thread (key = thread id), holding every message.
+"""The legacy `history` entity: a whole thread in one state blob (before paged storage).
 
-A thin adapter: each operation decodes its input, applies a pure function from
-agent.history, stores the new state and returns a JSON-ready result. Unknown operations
-and bad inputs raise, which fails only that operation (the caller sees the error).
+Threads created before paged history keep this entity until their orchestration migrates
+them (on their next message, see orchestrations/legacy.py). The old operations stay so an
+in-flight turn of an old generation replays exactly; `export` hands the entries out in
+bounded chunks for the migration. The rules live in agent.legacy_history.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import Any
 import azure.durable_functions as df
 from durabletask.entities import EntityContext
 
-from agent import history
+from agent import legacy_history as history
+from agent.contract import LEGACY_HISTORY_ENTITY
 from agent.errors import InvalidInputError
 
-ENTITY_NAME = "history"
+ENTITY_NAME = LEGACY_HISTORY_ENTITY
+EXPORT_MAX_BYTES = 96 * 1024
 
 bp = df.Blueprint()
 
@@ -53,6 +56,12 @@ def apply_operation(
         case "window":
             budget = _int(args.get("budget_bytes"), "budget_bytes", 48_000)
             return state, [m.__dict__ for m in history.window(state, budget_bytes=budget)]
+        case "export":
+            return state, history.export(
+                state,
+                after=_int(args.get("after"), "after", 0),
+                max_bytes=_int(args.get("max_bytes"), "max_bytes", EXPORT_MAX_BYTES),
+            )
         case "delete":
             return None, None
         case _:
@@ -60,7 +69,7 @@ def apply_operation(
 
 
 @bp.entity_trigger(context_name="context", entity_name=ENTITY_NAME)
-def history_entity(context: EntityContext, operation_input: Any) -> Any:
+def legacy_history_entity(context: EntityContext, operation_input: Any) -> Any:
     state = history.HistoryState.from_dict(context.get_state(dict))
     new_state, result = apply_operation(state, context.operation.lower(), operation_input)
     if new_state is None:

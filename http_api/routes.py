@@ -7,24 +7,29 @@ Responses never carry Durable Functions management URLs or keys.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.functions.warmup import WarmUpContext
 
-from agent.errors import InvalidInputError, PayloadTooLargeError, UnauthorizedError
-from agent.settings import get_settings
-from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_id
+from agent.errors import InvalidInputError, PayloadTooLargeError, UnauthorizedError, UnsupportedMediaTypeError
+from agent.settings import MAX_SYSTEM_PROMPT_BYTES, REQUEST_OVERHEAD_BYTES, describe_model, get_settings
+from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_id, encoded_size
 from http_api.problems import handle_errors, json_response
 from http_api.threads import ThreadService, utc_now
 
 # Room for 32 KiB of content even when every character is JSON-escaped (\uXXXX).
 MAX_BODY_BYTES = 256 * 1024
 MAX_WAIT_SECONDS = 120
+MAX_JSON_DEPTH = 32
+JSON_TYPES = ("application/json",)
 
 bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
+logger = logging.getLogger(__name__)
 
 
 Handler = Callable[..., Awaitable[func.HttpResponse]]
@@ -44,7 +49,45 @@ def endpoint(
     return register
 
 
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of [] and {} in a JSON text (strings skipped), without parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def check_text(value: Any, where: str = "the request body") -> None:
+    """Reject strings that cannot be encoded as UTF-8 anywhere in a parsed JSON value."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{where} holds text that is not valid Unicode (a lone surrogate such as \\ud800); "
+            "send well-formed UTF-8."
+        ) from None
+
+
 def _body(req: func.HttpRequest, *, required: bool) -> dict[str, Any]:
+    content_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"The request body must be JSON (Content-Type: application/json), not {content_type[:80]}."
+        )
     raw = req.get_body() or b""
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLargeError(
@@ -54,12 +97,15 @@ def _body(req: func.HttpRequest, *, required: bool) -> dict[str, Any]:
         if required:
             raise InvalidInputError('The request needs a JSON body, e.g. {"content": "Hello"}.')
         return {}
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidInputError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidInputError(f"The request body is not valid JSON: {error}.") from None
     if not isinstance(data, dict):
         raise InvalidInputError("The request body must be a JSON object.")
+    check_text(data)
     return data
 
 
@@ -86,14 +132,24 @@ PRINCIPAL_HEADER = "x-ms-client-principal-id"
 
 
 def _service(req: func.HttpRequest, client: df.DurableFunctionsClient) -> ThreadService:
-    """The thread service for this caller: scoped to the signed-in principal when App Service
-    Authentication fronts the app (only then is its header trustworthy)."""
-    if not get_settings().trust_client_principal_header:
-        return ThreadService(client)
-    principal = req.headers.get(PRINCIPAL_HEADER)
+    """The thread service for this caller, scoped to its principal when callers sign in."""
+    settings = get_settings()
+    principal = caller_principal(dict(req.headers), settings)
+    return ThreadService(client, principal, settings)
+
+
+def caller_principal(headers: dict[str, str], settings: Any) -> str | None:
+    mode = settings.auth.mode
+    if mode == "none":
+        return None
+    if mode == "entra":
+        from agent.auth import principal_for  # validated Bearer token (agent/auth.py)
+
+        return principal_for(headers, settings)
+    principal = next((v for k, v in headers.items() if k.lower() == PRINCIPAL_HEADER), None)
     if not principal:
         raise UnauthorizedError("Sign in first: this app serves threads only to authenticated callers.")
-    return ThreadService(client, principal)
+    return principal
 
 
 def _links(thread_id: str) -> dict[str, str]:
@@ -111,6 +167,7 @@ async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient
         raise InvalidInputError("'metadata' must be a JSON object.")
     if len(json.dumps(metadata).encode()) > MAX_METADATA_BYTES:
         raise PayloadTooLargeError(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes.")
+    check_text(metadata, "'metadata'")
     summary = await _service(req, client).create(thread_id, metadata, get_settings())
     links = _links(thread_id)
     return json_response({**summary.to_dict(), **links}, 201, headers={"Location": links["status_url"]})
@@ -119,7 +176,7 @@ async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient
 @endpoint("threads", "GET")
 async def list_threads(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     limit = _query_int(req, "limit", 50, 1, 200)
-    threads, token = await _service(req, client).list(limit, req.params.get("continuation_token"))
+    threads, token = await _service(req, client).list_threads(limit, req.params.get("continuation_token"))
     return json_response({"threads": [t.to_dict() for t in threads], "continuation_token": token})
 
 
@@ -146,15 +203,28 @@ async def post_message(req: func.HttpRequest, client: df.DurableFunctionsClient)
     content = check_content(body["content"])
     raw_id = body.get("message_id")
     message_id = check_id(raw_id, "'message_id'") if raw_id is not None else uuid.uuid4().hex
+    settings = get_settings()
+    limit = settings.payload_cap_bytes - REQUEST_OVERHEAD_BYTES - MAX_SYSTEM_PROMPT_BYTES
+    if encoded_size(content) > limit:
+        raise PayloadTooLargeError(
+            f"'content' takes {encoded_size(content)} bytes once encoded for storage; the limit is {limit} "
+            "(PAYLOAD_CAP_BYTES). Send shorter text, or fewer characters that need escaping."
+        )
     service = _service(req, client)
-    await service.post_message(thread_id, UserMessage(id=message_id, content=content, sent_at=utc_now()))
+    accepted = await service.post_message(
+        thread_id, UserMessage(id=message_id, content=content, sent_at=utc_now())
+    )
     reply_url = f"/api/threads/{thread_id}/messages/{message_id}"
-    accepted = {"thread_id": thread_id, "message_id": message_id, "reply_url": reply_url}
-    if wait > 0:
-        found = await service.wait_for_reply(thread_id, message_id, wait)
+    links = {"thread_id": thread_id, "message_id": message_id, "reply_url": reply_url}
+    if wait > 0 or accepted.duplicate:
+        found = await (
+            service.wait_for_reply(thread_id, message_id, wait)
+            if wait
+            else service.reply(thread_id, message_id)
+        )
         if found["status"] in ("answered", "failed"):
-            return json_response({**accepted, "status": found["status"], "reply": found["reply"]}, 200)
-    return json_response({**accepted, "status": "queued"}, 202, headers={"Location": reply_url})
+            return json_response({**links, "status": found["status"], "reply": found["reply"]}, 200)
+    return json_response({**links, "status": "queued"}, 202, headers={"Location": reply_url})
 
 
 @endpoint("threads/{thread_id}/messages", "GET")
@@ -183,4 +253,20 @@ async def get_message(req: func.HttpRequest, client: df.DurableFunctionsClient) 
 @endpoint("health", "GET", client=False, auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
-    return json_response({"status": "ok", "model_configured": settings.model is not None})
+    return json_response({"status": "healthy", "model_configured": settings.model is not None})
+
+
+@bp.function_name("warmup")
+@bp.warm_up_trigger("warmup")
+def warmup(warmup: WarmUpContext) -> None:
+    """Runs when an instance starts (devhost: before it says ready): load the settings, so a
+    bad value stops the host with a message naming the variable, and say which model."""
+    settings = get_settings()
+    model = settings.model
+    if model is None:
+        logger.warning(
+            "no model is configured: every turn will be recorded as an error until AZURE_OPENAI_ENDPOINT "
+            "and AZURE_OPENAI_DEPLOYMENT, or OPENAI_MODEL (with OPENAI_BASE_URL for a local server), are set"
+        )
+    else:
+        logger.info("model: %s", describe_model(model))

@@ -1,9 +1,10 @@
 """Thread operations behind the HTTP API, over the Durable Functions client.
 
-The routes in routes.py parse requests and shape responses; this module knows how a
-thread maps onto Durable Task: an orchestration instance named `thread` (instance id =
-thread id) plus a `history` entity with the same key. Backend failures become
-`BackendUnavailableError` so callers get a 503 instead of a stack trace.
+The routes in routes.py parse requests and shape responses; this module knows how a thread
+maps onto Durable Task: the `thread` orchestration (instance id = thread id, its custom
+status is the thread's summary) and the storage entities read through agent.store. Threads
+written before paged storage are read from their legacy entity until they migrate. Backend
+failures become `BackendUnavailableError` so callers get a 503 instead of a stack trace.
 """
 
 from __future__ import annotations
@@ -26,15 +27,24 @@ from durabletask.client import (
     OrchestrationStatus,
     parse_orchestration_state,
 )
-from durabletask.entities import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 
-from agent import history
+from agent import history, legacy_history
+from agent.contract import (
+    LEGACY_HISTORY_ENTITY,
+    MAINTENANCE_INSTANCE_ID,
+    MAINTENANCE_ORCHESTRATION,
+    PAGE_ENTITY,
+    THREAD_ENTITY,
+    THREAD_ORCHESTRATION,
+    USER_MESSAGE_EVENT,
+    child_key,
+)
 from agent.errors import BackendUnavailableError, ConflictError, InvalidInputError, NotFoundError
 from agent.settings import Settings
-from agent.thread import ORCHESTRATION_NAME, USER_MESSAGE_EVENT, ThreadState, UserMessage
-from entities.history import ENTITY_NAME
+from agent.store import ThreadStore, delete_thread
+from agent.thread import ThreadConfig, ThreadState, ThreadStatus, UserMessage, content_digest
 
 ACCEPTS_MESSAGES = {
     OrchestrationStatus.PENDING,
@@ -42,7 +52,8 @@ ACCEPTS_MESSAGES = {
     OrchestrationStatus.CONTINUED_AS_NEW,
     OrchestrationStatus.SUSPENDED,
 }
-DELETE_TIMEOUT_SECONDS = 15.0
+#: how long one long-poll read may block (devhost's hub honours it; others answer at once)
+LONG_POLL_MS = 1000
 
 
 def utc_now() -> str:
@@ -50,6 +61,10 @@ def utc_now() -> str:
 
 
 def status_name(status: OrchestrationStatus) -> str:
+    """The runtime status the API reports. A live thread is `Running`, also in the moment
+    between two generations (continue-as-new) when a backend may report it pending."""
+    if status in (OrchestrationStatus.PENDING, OrchestrationStatus.CONTINUED_AS_NEW):
+        return "Running"
     return "".join(word.capitalize() for word in status.name.split("_"))
 
 
@@ -74,7 +89,7 @@ async def backend_errors() -> AsyncIterator[None]:
         yield
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.ALREADY_EXISTS:
-            raise ConflictError("A thread with this id already exists.") from None
+            raise ConflictError("This thread id is already in use; pick another id or omit it.") from None
         if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
             raise InvalidInputError(f"The backend rejected the request: {error.details()}") from None
         if error.code() == grpc.StatusCode.NOT_FOUND:
@@ -87,36 +102,52 @@ async def backend_errors() -> AsyncIterator[None]:
 @dataclass(frozen=True)
 class ThreadSummary:
     thread_id: str
+    agent: str
     state: str
     turn: int
-    message_count: int | None
+    message_count: int
     created_at: str | None
     updated_at: str | None
     runtime_status: str
     metadata: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        if data["message_count"] is None:
-            del data["message_count"]
-        return data
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What POST /messages did with a message: queued it, or found it already known."""
+
+    message_id: str
+    duplicate: bool
+
+
+def _json(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 class ThreadService:
-    """Thread operations for one caller. With a `principal` (App Service Authentication),
-    the caller sees and changes only the threads it created."""
+    """Thread operations for one caller. With a `principal` (authenticated callers), the
+    caller sees and changes only the threads it created."""
 
-    def __init__(self, client: AsyncTaskHubGrpcClient, principal: str | None = None) -> None:
+    def __init__(
+        self, client: AsyncTaskHubGrpcClient, principal: str | None = None, settings: Settings | None = None
+    ) -> None:
         self._client = client
         self._principal = principal
+        self._settings = settings
+        self._store = ThreadStore(client)
 
-    def _entity(self, thread_id: str) -> EntityInstanceId:
-        return EntityInstanceId(ENTITY_NAME, thread_id)
+    # -- reading ------------------------------------------------------------------------
 
     async def _instance(self, thread_id: str) -> OrchestrationState:
         async with backend_errors():
             state = await self._client.get_orchestration_state(thread_id, fetch_payloads=True)
-        if state is None or state.name != ORCHESTRATION_NAME or not self._owns(state):
+        if state is None or state.name != THREAD_ORCHESTRATION or not self._owns(state):
             # Someone else's thread is reported exactly like a missing one.
             raise NotFoundError(f"Thread '{thread_id}' does not exist.")
         return state
@@ -124,63 +155,44 @@ class ThreadService:
     def _owns(self, state: OrchestrationState) -> bool:
         if self._principal is None:
             return True
-        return ThreadState.from_input(json.loads(state.serialized_input or "null")).owner == self._principal
+        return _owner(state) == self._principal
 
-    async def _history(self, thread_id: str) -> history.HistoryState:
-        async with backend_errors():
-            entity = await self._client.get_entity(self._entity(thread_id), include_state=True)
-        if entity is None:
-            return history.HistoryState()
-        raw = entity.get_state()
-        return history.HistoryState.from_dict(json.loads(raw) if raw else None)
-
-    def _summary(self, instance: OrchestrationState, message_count: int | None) -> ThreadSummary:
-        status = json.loads(instance.serialized_custom_status or "null") or {}
-        thread = ThreadState.from_input(json.loads(instance.serialized_input or "null"))
+    def _summary(self, instance: OrchestrationState, message_count: int | None = None) -> ThreadSummary:
+        raw_input = _json(instance.serialized_input)
+        custom = _json(instance.serialized_custom_status) or {}
+        status = ThreadStatus.from_dict(custom)
+        if ThreadState.is_current(raw_input):
+            thread = ThreadState.from_input(raw_input)
+            config = thread.config
+            count = status.message_count if status else thread.message_count
+        else:  # a thread written before paged storage, not migrated yet
+            config = ThreadConfig.from_dict(raw_input)
+            count = message_count if message_count is not None else 0
         return ThreadSummary(
             thread_id=instance.instance_id,
-            state=str(status.get("state", "idle")),
-            turn=int(status.get("turn", thread.turn)),
-            message_count=message_count,
-            created_at=thread.created_at,
-            updated_at=status.get("updated_at") or thread.created_at,
+            agent=status.agent if status else config.agent,
+            state=status.state if status else str(custom.get("state") or "idle"),
+            turn=status.turn if status else int(custom.get("turn") or 0),
+            message_count=count,
+            created_at=config.created_at,
+            updated_at=(status.updated_at if status else custom.get("updated_at")) or config.created_at,
             runtime_status=status_name(instance.runtime_status),
-            metadata=thread.metadata,
+            metadata=config.metadata,
         )
 
-    async def create(self, thread_id: str, metadata: dict[str, Any], settings: Settings) -> ThreadSummary:
+    async def _legacy(self, thread_id: str) -> legacy_history.HistoryState:
         async with backend_errors():
-            existing = await self._client.get_orchestration_state(thread_id, fetch_payloads=False)
-        if existing is not None:
-            raise ConflictError(f"Thread id '{thread_id}' is already in use; pick another id or omit it.")
-        state = ThreadState(
-            created_at=utc_now(),
-            system_prompt=settings.system_prompt,
-            context_window_bytes=settings.context_window_bytes,
-            metadata=metadata,
-            owner=self._principal,
-        )
-        async with backend_errors():
-            await self._client.schedule_new_orchestration(
-                ORCHESTRATION_NAME, input=state.to_dict(), instance_id=thread_id
-            )
-        return ThreadSummary(
-            thread_id=thread_id,
-            state="idle",
-            turn=0,
-            message_count=0,
-            created_at=state.created_at,
-            updated_at=state.created_at,
-            runtime_status="Pending",
-            metadata=metadata,
-        )
+            read = await self._store.read(LEGACY_HISTORY_ENTITY, thread_id)
+        return legacy_history.HistoryState.from_dict(read.state if isinstance(read.state, dict) else None)
 
     async def get(self, thread_id: str) -> ThreadSummary:
         instance = await self._instance(thread_id)
-        entries = (await self._history(thread_id)).entries
+        if ThreadState.is_current(_json(instance.serialized_input)):
+            return self._summary(instance)
+        entries = (await self._legacy(thread_id)).entries
         return self._summary(instance, sum(1 for e in entries if e["role"] != "system"))
 
-    async def list(self, limit: int, token: str | None) -> tuple[list[ThreadSummary], str | None]:
+    async def list_threads(self, limit: int, token: str | None) -> tuple[list[ThreadSummary], str | None]:
         continuation = decode_token(token) if token else None
         request = pb.QueryInstancesRequest(
             query=pb.InstanceQuery(
@@ -192,7 +204,7 @@ class ThreadService:
         async with backend_errors():
             response = await self._client._get_stub().QueryInstances(request)
         states = [self._state_from_proto(s) for s in response.orchestrationState]
-        threads = [self._summary(s, None) for s in states if s.name == ORCHESTRATION_NAME and self._owns(s)]
+        threads = [self._summary(s) for s in states if s.name == THREAD_ORCHESTRATION and self._owns(s)]
         next_token = response.continuationToken.value if response.HasField("continuationToken") else ""
         return threads, encode_token(next_token) if next_token else None
 
@@ -201,72 +213,222 @@ class ThreadService:
         parsed: OrchestrationState = parse_orchestration_state(proto)
         return parsed
 
-    async def post_message(self, thread_id: str, message: UserMessage) -> None:
-        instance = await self._instance(thread_id)
-        if instance.runtime_status not in ACCEPTS_MESSAGES:
-            raise ConflictError(
-                f"Thread '{thread_id}' is {status_name(instance.runtime_status)} and takes no more messages."
-            )
-        async with backend_errors():
-            await self._client.raise_orchestration_event(
-                thread_id, USER_MESSAGE_EVENT, data=message.to_dict()
-            )
-
     async def messages(self, thread_id: str, after: int, limit: int) -> dict[str, Any]:
-        await self._instance(thread_id)
-        return history.page(await self._history(thread_id), after=after, limit=limit)
+        history.check_page_request(after, limit)
+        instance = await self._instance(thread_id)
+        raw_input = _json(instance.serialized_input)
+        if not ThreadState.is_current(raw_input):
+            return legacy_history.page(await self._legacy(thread_id), after=after, limit=limit)
+        status = ThreadStatus.from_dict(_json(instance.serialized_custom_status))
+        last_seq = status.last_seq if status else ThreadState.from_input(raw_input).next_seq - 1
+        async with backend_errors():
+            entries, cut = await self._store.entries(thread_id, after=after, limit=limit, last_seq=last_seq)
+            entries = await self._with_unwritten(thread_id, entries, status, after, after + limit)
+        more = bool(entries) and (cut or int(entries[-1]["seq"]) < last_seq)
+        return {"entries": entries, "next_after": entries[-1]["seq"] if more else None}
+
+    async def _with_unwritten(
+        self, thread_id: str, entries: list[dict[str, Any]], status: ThreadStatus | None, low: int, high: int
+    ) -> list[dict[str, Any]]:
+        """Add the user entry of a message being answered (or just answered) that is not on
+        its page yet: it is written with the reply, and read meanwhile from the index."""
+        if status is None:
+            return entries
+        present = {int(e["seq"]) for e in entries}
+        for ref in (status.answering, status.last_turn):
+            if not ref or not isinstance(ref.get("seq"), int) or not isinstance(ref.get("id"), str):
+                continue
+            seq = int(ref["seq"])
+            if low < seq <= high and seq not in present:
+                record = await self._store.message(thread_id, str(ref["id"]))
+                if (
+                    record.exists
+                    and isinstance(record.state, dict)
+                    and isinstance(record.state.get("entry"), dict)
+                ):
+                    entries.append(record.state["entry"])
+                    present.add(seq)
+        return sorted(entries, key=lambda e: int(e["seq"]))
 
     async def reply(self, thread_id: str, message_id: str) -> dict[str, Any]:
         """The message and its reply; status queued, answering, answered or failed."""
-        await self._instance(thread_id)
-        message, reply = history.find_reply(await self._history(thread_id), message_id)
-        if message is None:
-            status = "queued"
-        elif reply is None:
-            status = "answering"
-        else:
-            status = "failed" if "error" in reply else "answered"
-        return {
-            "thread_id": thread_id,
-            "message_id": message_id,
-            "status": status,
-            "message": message,
-            "reply": reply,
-        }
+        instance = await self._instance(thread_id)
+        found = await self._find(thread_id, message_id, instance)
+        return {"thread_id": thread_id, "message_id": message_id, **found}
+
+    async def _find(self, thread_id: str, message_id: str, instance: OrchestrationState) -> dict[str, Any]:
+        if not ThreadState.is_current(_json(instance.serialized_input)):
+            message, reply = legacy_history.find_reply(await self._legacy(thread_id), message_id)
+            return _outcome(message, reply)
+        async with backend_errors():
+            record = await self._store.message(thread_id, message_id)
+            if not record.exists or not isinstance(record.state, dict):
+                return _outcome(None, None)
+            message = record.state.get("entry")
+            seq = int(record.state.get("seq") or 0)
+            reply_seq = record.state.get("reply_seq")
+            start = int(reply_seq) - 1 if isinstance(reply_seq, int) else seq
+            entries, _ = await self._store.entries(
+                thread_id,
+                after=start,
+                limit=2 * history.PAGE_ENTRIES,
+                last_seq=start + 2 * history.PAGE_ENTRIES,
+            )
+        return _outcome(message, history.final_reply(entries, message_id))
 
     async def wait_for_reply(self, thread_id: str, message_id: str, seconds: float) -> dict[str, Any]:
+        """Poll for the reply until it is there or `seconds` pass. Each poll is a long-poll
+        hint to the backend (devhost answers when the message's record or page changes);
+        where the hint is ignored, polls back off from REPLY_POLL_INITIAL_MS to _MAX_MS."""
+        settings = self._settings
+        delay = (settings.reply_poll_initial_ms if settings else 20) / 1000
+        max_delay = (settings.reply_poll_max_ms if settings else 500) / 1000
         deadline = time.monotonic() + seconds
-        delay = 0.01
         while True:
             found = await self.reply(thread_id, message_id)
             remaining = deadline - time.monotonic()
             if found["status"] in ("answered", "failed") or remaining <= 0:
                 return found
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 0.25)
+            started = time.monotonic()
+            changed = await self._long_poll(thread_id, message_id, found, min(remaining, LONG_POLL_MS / 1000))
+            if not changed:
+                await asyncio.sleep(
+                    max(0.0, min(delay - (time.monotonic() - started), deadline - time.monotonic()))
+                )
+                delay = min(delay * 1.5, max_delay)
+
+    async def _long_poll(
+        self, thread_id: str, message_id: str, found: dict[str, Any], seconds: float
+    ) -> bool:
+        """Block on the entity that changes next; True when it did change."""
+        wait_ms = max(1, int(seconds * 1000))
+        async with backend_errors():
+            if found.get("message") is None:
+                before = await self._store.message(thread_id, message_id)
+                if before.exists:
+                    return True
+                after = await self._store.message(thread_id, message_id, wait_ms=wait_ms, seen=0.0)
+                return after.exists
+            page_key = child_key(thread_id, history.page_of(int(found["message"]["seq"]) + 1))
+            before = await self._store.read(PAGE_ENTITY, page_key)
+            after = await self._store.read(PAGE_ENTITY, page_key, wait_ms=wait_ms, seen=before.modified)
+            return after.modified != before.modified
+
+    # -- changing -------------------------------------------------------------------------
+
+    async def create(
+        self, thread_id: str, metadata: dict[str, Any], settings: Settings, agent: str = "assistant"
+    ) -> ThreadSummary:
+        async with backend_errors():
+            existing = await self._client.get_orchestration_state(thread_id, fetch_payloads=False)
+        if existing is not None:
+            raise ConflictError(f"Thread id '{thread_id}' is already in use; pick another id or omit it.")
+        async with backend_errors():
+            await self._store.delete(thread_id)  # leftovers of a thread purged elsewhere
+            await self._ensure_maintenance()
+        config = ThreadConfig(
+            created_at=utc_now(),
+            system_prompt=settings.system_prompt,
+            agent=agent,
+            context_window_bytes=settings.context_window_bytes,
+            payload_cap_bytes=settings.payload_cap_bytes,
+            metadata=metadata,
+            owner=self._principal,
+        )
+        async with backend_errors():
+            await self._client.schedule_new_orchestration(
+                THREAD_ORCHESTRATION, input=ThreadState(config=config).to_dict(), instance_id=thread_id
+            )
+        return ThreadSummary(
+            thread_id=thread_id,
+            agent=agent,
+            state="idle",
+            turn=0,
+            message_count=0,
+            created_at=config.created_at,
+            updated_at=config.created_at,
+            runtime_status="Running",
+            metadata=metadata,
+        )
+
+    async def _ensure_maintenance(self) -> None:
+        global _maintenance_checked
+        if _maintenance_checked:
+            return
+        state = await self._client.get_orchestration_state(MAINTENANCE_INSTANCE_ID, fetch_payloads=False)
+        if state is None or state.runtime_status not in ACCEPTS_MESSAGES:
+            try:
+                await self._client.schedule_new_orchestration(
+                    MAINTENANCE_ORCHESTRATION, input={}, instance_id=MAINTENANCE_INSTANCE_ID
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+        _maintenance_checked = True
+
+    async def post_message(self, thread_id: str, message: UserMessage) -> Accepted:
+        """Queue a message. A known id with the same text is not queued again (unless its
+        turn failed with a retryable error: then it is answered again); a known id with
+        other text is a conflict."""
+        instance = await self._instance(thread_id)
+        if instance.runtime_status not in ACCEPTS_MESSAGES:
+            raise ConflictError(
+                f"Thread '{thread_id}' is {status_name(instance.runtime_status)} and takes no more messages."
+            )
+        to_send = message
+        if ThreadState.is_current(_json(instance.serialized_input)):
+            async with backend_errors():
+                record = await self._store.message(thread_id, message.id)
+            if record.exists and isinstance(record.state, dict):
+                if record.state.get("digest") != content_digest(message.content):
+                    raise ConflictError(
+                        f"Message id '{message.id}' was already used for other content; "
+                        "send new content with a new message_id."
+                    )
+                found = await self._find(thread_id, message.id, instance)
+                reply = found.get("reply") or {}
+                error = reply.get("error") if isinstance(reply, dict) else None
+                if not (isinstance(error, dict) and error.get("retryable")):
+                    return Accepted(message.id, duplicate=True)
+                to_send = UserMessage(
+                    id=message.id,
+                    content=message.content,
+                    sent_at=message.sent_at,
+                    retry=True,
+                    retry_seq=int(record.state["seq"]),
+                )
+        async with backend_errors():
+            await self._client.raise_orchestration_event(
+                thread_id, USER_MESSAGE_EVENT, data=to_send.to_dict()
+            )
+        return Accepted(message.id, duplicate=False)
 
     async def delete(self, thread_id: str) -> None:
-        instance = await self._instance(thread_id)
+        """Terminate the thread, delete every stored piece, then purge the orchestration."""
+        await self._instance(thread_id)
         async with backend_errors():
-            if instance.runtime_status in ACCEPTS_MESSAGES:
-                await self._client.terminate_orchestration(thread_id, recursive=True)
-                await self._until(lambda: self._is_terminal(thread_id), "terminate")
-            await self._client.purge_orchestration(thread_id, recursive=True)
-            await self._client.signal_entity(self._entity(thread_id), "delete")
-            await self._until(lambda: self._entity_gone(thread_id), "delete the history of")
+            await delete_thread(self._client, thread_id)
 
-    async def _is_terminal(self, thread_id: str) -> bool:
-        state = await self._client.get_orchestration_state(thread_id, fetch_payloads=False)
-        return state is None or state.runtime_status not in ACCEPTS_MESSAGES
+    async def has_root(self, thread_id: str) -> bool:
+        async with backend_errors():
+            return await self._store.exists(THREAD_ENTITY, thread_id)
 
-    async def _entity_gone(self, thread_id: str) -> bool:
-        # Some backends keep a stateless record of a deleted entity; no state means gone.
-        entity = await self._client.get_entity(self._entity(thread_id), include_state=True)
-        return entity is None or not entity.get_state()
 
-    async def _until(self, check: Any, what: str) -> None:
-        deadline = time.monotonic() + DELETE_TIMEOUT_SECONDS
-        while not await check():
-            if time.monotonic() > deadline:
-                raise BackendUnavailableError(f"Timed out waiting to {what} the thread; retry the DELETE.")
-            await asyncio.sleep(0.05)
+_maintenance_checked = False
+
+
+def _owner(state: OrchestrationState) -> str | None:
+    raw = _json(state.serialized_input)
+    if ThreadState.is_current(raw):
+        return ThreadState.from_input(raw).config.owner
+    return ThreadConfig.from_dict(raw).owner
+
+
+def _outcome(message: Any, reply: Any) -> dict[str, Any]:
+    if message is None:
+        status = "queued"
+    elif reply is None:
+        status = "answering"
+    else:
+        status = "failed" if "error" in reply else "answered"
+    return {"status": status, "message": message, "reply": reply}

@@ -1,5 +1,1 @@
-"""Orchestrations of the app: the eternal `thread` orchestration."""
-
-from orchestrations.thread import bp
-
-__all__ = ["bp"]
+"""Orchestrations of the app: the eternal `thread` orchestration and `maintenance`."""

@@ -1,40 +1,62 @@
 """The `thread` orchestration: one eternal instance per conversation (instance id = thread id).
 
-Each generation answers one user message and then continues as new with
-`save_events=True`, so messages that arrived meanwhile are carried into the next
-generation in arrival order and none is lost. The orchestration does no I/O and reads no
-clock or environment: time comes from the orchestration context, every model call is the
-`call_model` activity and every history change is an acknowledged call to the thread's
-`history` entity.
+One generation answers many turns. Per plain turn it does five durable things: the step
+that takes the `user_message` event (it records the message in the thread's message index
+and calls the model), the index write, the `call_model` activity, the step that takes the
+reply (it writes the user entry and the reply to their history page and sets the status),
+and that page write. The context window lives in the orchestration's own state, so a turn
+never reads history back and costs the same at any thread length. A generation continues as
+new (`save_events=True`, so queued messages carry over in order) once its history grows
+past the payload cap, which keeps every orchestration work item bounded too; the steps of
+the last turns therefore stay visible in the current generation.
+
+The orchestration does no I/O and reads no clock or environment: time comes from the
+orchestration context, the model is an activity, history writes are entity signals (their
+order per entity is kept). A malformed event is logged and skipped; a message id already
+answered is skipped (a re-send of a retryable failure is answered again); a model failure
+becomes an error entry and the thread keeps answering.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import azure.durable_functions as df
 from durabletask import task
 from durabletask.entities import EntityInstanceId
 
-from agent.errors import DurableAgentError, error_for_failure
-from agent.model import ChatMessage, ModelReply, ModelRequest
-from agent.thread import (
-    ORCHESTRATION_NAME,
+from agent import history
+from agent.contract import (
+    BLOB_ENTITY,
+    CALL_MODEL_ACTIVITY,
+    MESSAGE_ENTITY,
+    PAGE_ENTITY,
+    THREAD_ENTITY,
+    THREAD_ORCHESTRATION,
     USER_MESSAGE_EVENT,
+    child_key,
+)
+from agent.errors import error_for_failure, public_message
+from agent.model import ModelReply, ModelRequest
+from agent.settings import MAX_SYSTEM_PROMPT_BYTES, REQUEST_OVERHEAD_BYTES
+from agent.thread import (
     ThreadState,
     ThreadStateName,
+    ThreadStatus,
     UserMessage,
-    thread_status,
+    content_digest,
+    encoded_size,
 )
-from entities.history import ENTITY_NAME
-
-MODEL_ACTIVITY = "call_model"
+from orchestrations import legacy
 
 bp = df.Blueprint()
 logger = logging.getLogger(__name__)
+
+#: turns one generation answers at most, whatever their size (bounds replay work)
+MAX_TURNS_PER_GENERATION = 50
 
 
 def _now(ctx: task.OrchestrationContext) -> str:
@@ -42,11 +64,85 @@ def _now(ctx: task.OrchestrationContext) -> str:
     return moment.isoformat(timespec="milliseconds") + "Z"
 
 
-def _assistant_entry(
-    ctx: task.OrchestrationContext, message: UserMessage, reply: ModelReply
+def max_reply_bytes(payload_cap_bytes: int) -> int:
+    """The largest reply entry a thread stores: half of what a model request may carry."""
+    return (payload_cap_bytes - REQUEST_OVERHEAD_BYTES - MAX_SYSTEM_PROMPT_BYTES) // 2
+
+
+@dataclass
+class Generation:
+    """Bookkeeping of the current generation (rebuilt identically on replay)."""
+
+    bytes: int
+    turns: int = 0
+
+    def full(self, payload_cap_bytes: int) -> bool:
+        return self.bytes >= payload_cap_bytes or self.turns >= MAX_TURNS_PER_GENERATION
+
+
+def _status(
+    ctx: task.OrchestrationContext,
+    state: ThreadState,
+    current: ThreadStateName,
+    answering: dict[str, Any] | None = None,
+) -> None:
+    status = ThreadStatus(
+        state=current,
+        turn=state.turn,
+        message_count=state.message_count,
+        last_seq=state.next_seq - 1,
+        updated_at=_now(ctx),
+        agent=state.config.agent,
+        last_message_id=state.last_message_id,
+        answering=answering,
+        last_turn=state.last_turn,
+    )
+    ctx.set_custom_status(status.to_dict())
+
+
+def write_entries(ctx: task.OrchestrationContext, state: ThreadState, entries: list[dict[str, Any]]) -> int:
+    """Signal the history pages (and blobs for large entries); returns the bytes sent."""
+    items, blobs = history.split_for_storage(entries, state.config.payload_cap_bytes)
+    sent = 0
+    for blob in blobs:
+        ctx.signal_entity(EntityInstanceId(BLOB_ENTITY, child_key(ctx.instance_id, blob["seq"])), "put", blob)
+        sent += encoded_size(blob)
+    by_page: dict[int, list[dict[str, Any]]] = {}
+    for item in items:
+        by_page.setdefault(history.page_of(int(item["seq"])), []).append(item)
+    for page, page_entries in sorted(by_page.items()):
+        payload = {"entries": page_entries}
+        ctx.signal_entity(EntityInstanceId(PAGE_ENTITY, child_key(ctx.instance_id, page)), "append", payload)
+        sent += encoded_size(payload)
+    return sent
+
+
+def start_thread(ctx: task.OrchestrationContext, state: ThreadState) -> tuple[ThreadState, int]:
+    """First step of a new thread: its root record and the system entry."""
+    config = state.config
+    root = EntityInstanceId(THREAD_ENTITY, ctx.instance_id)
+    ctx.signal_entity(root, "init", {"created_at": config.created_at, "agent": config.agent})
+    sent = 0
+    next_seq = 1
+    if config.system_prompt:
+        system = {
+            "seq": 1,
+            "id": "system",
+            "role": "system",
+            "content": config.system_prompt,
+            "created_at": config.created_at or _now(ctx),
+        }
+        sent = write_entries(ctx, state, [system])
+        next_seq = 2
+    return replace(state, initialized=True, next_seq=next_seq), sent
+
+
+def _reply_entry(
+    ctx: task.OrchestrationContext, seq: int, message: UserMessage, reply: ModelReply
 ) -> dict[str, Any]:
-    return {
-        "id": f"{message.id}-reply",
+    entry: dict[str, Any] = {
+        "seq": seq,
+        "id": f"{message.id}-reply" if not message.retry else f"{message.id}-reply-{seq}",
         "reply_to": message.id,
         "role": "assistant",
         "content": reply.content,
@@ -56,92 +152,164 @@ def _assistant_entry(
         "latency_ms": reply.latency_ms,
         "finish_reason": reply.finish_reason,
     }
+    if reply.truncated:
+        entry["truncated"] = True
+    return entry
 
 
 def _error_entry(
-    ctx: task.OrchestrationContext, message: UserMessage, failure: task.FailureDetails
+    ctx: task.OrchestrationContext, seq: int, message: UserMessage, failure: task.FailureDetails
 ) -> dict[str, Any]:
     code, retryable = error_for_failure(failure.error_type, failure.message)
     return {
-        "id": f"{message.id}-reply",
+        "seq": seq,
+        "id": f"{message.id}-reply" if not message.retry else f"{message.id}-reply-{seq}",
         "reply_to": message.id,
         "role": "assistant",
         "content": "",
         "created_at": _now(ctx),
-        "error": {"code": code, "message": failure.message, "retryable": retryable},
+        "error": {"code": code, "message": public_message(failure.message), "retryable": retryable},
     }
 
 
-def run_thread(ctx: task.OrchestrationContext, raw_state: Any) -> Generator[task.Task[Any], Any]:
-    """One generation of a thread: wait for a message, answer it, continue as new."""
+def answer(
+    ctx: task.OrchestrationContext, state: ThreadState, message: UserMessage, user_seq: int | None
+) -> Generator[task.Task[Any], Any, tuple[ThreadState, int]]:
+    """One turn: the model's reply (or an error entry) to `message`.
+
+    `user_seq` is set when re-answering a stored message (a retry); otherwise the message
+    gets the next seq and its user entry is written with the reply."""
     log = ctx.create_replay_safe_logger(logger)
-    state = ThreadState.from_input(raw_state)
-    history = EntityInstanceId(ENTITY_NAME, ctx.instance_id)
-
-    if not state.initialized:
-        yield ctx.call_entity(
-            history,
-            "init",
-            input={
-                "system_prompt": state.system_prompt,
-                "metadata": state.metadata,
-                "created_at": state.created_at,
-            },
+    config = state.config
+    retry = user_seq is not None
+    seq = user_seq if user_seq is not None else state.next_seq
+    user_entry = {
+        "seq": seq,
+        "id": message.id,
+        "role": "user",
+        "content": message.content,
+        "created_at": _now(ctx),
+    }
+    digest = content_digest(message.content)
+    sent = 0
+    if not retry:
+        record = {"id": message.id, "seq": seq, "digest": digest, "entry": user_entry}
+        ctx.signal_entity(
+            EntityInstanceId(MESSAGE_ENTITY, child_key(ctx.instance_id, message.id)), "put", record
         )
-        state = replace(state, initialized=True)
+        sent += encoded_size(record)
+    turn = state.turn + 1
+    asking = replace(
+        state, turn=turn, last_message_id=message.id, next_seq=state.next_seq + (0 if retry else 1)
+    )
+    _status(ctx, asking, "thinking", answering={"id": message.id, "seq": seq})
 
-    ctx.set_custom_status(thread_status(state, state.last_state, _now(ctx)))
-    event = yield ctx.wait_for_external_event(USER_MESSAGE_EVENT)
-
-    try:
-        message = UserMessage.from_event(event)
-    except DurableAgentError as bad:
-        log.warning(
-            "thread %s: skipped a malformed %s event: %s", ctx.instance_id, USER_MESSAGE_EVENT, bad.message
-        )
-        ctx.continue_as_new(state.to_dict(), save_events=True)
-        return
-
-    if message.id in state.recent_ids:
-        ctx.continue_as_new(state.to_dict(), save_events=True)
-        return
-
-    user_entry = {"id": message.id, "role": "user", "content": message.content, "created_at": _now(ctx)}
-    appended = yield ctx.call_entity(history, "append", input=user_entry)
-    if appended.get("duplicate"):
-        log.info("thread %s: message %s was already answered; skipped", ctx.instance_id, message.id)
-        ctx.continue_as_new(state.to_dict(), save_events=True)
-        return
-
-    in_progress = replace(state, turn=state.turn + 1, last_message_id=message.id)
-    ctx.set_custom_status(thread_status(in_progress, "thinking", _now(ctx)))
-
-    window = yield ctx.call_entity(history, "window", input={"budget_bytes": state.context_window_bytes})
+    window = history.trim_window([*state.window, user_entry], config.context_window_bytes)
+    if retry and (not window or window[-1].get("id") != message.id):
+        window = history.trim_window([*window, user_entry], config.context_window_bytes)
     request = ModelRequest(
         thread_id=ctx.instance_id,
-        turn=state.turn + 1,
-        messages=[ChatMessage.from_dict(m) for m in window],
+        turn=turn,
+        messages=history.model_messages(config.system_prompt, window),
+        max_reply_bytes=max_reply_bytes(config.payload_cap_bytes),
     )
+    reply_seq = asking.next_seq
+    outcome: ThreadStateName = "idle"
     try:
-        result = yield ctx.call_activity(MODEL_ACTIVITY, input=request.to_dict())
-        entry = _assistant_entry(ctx, message, ModelReply.from_dict(result))
-        outcome: ThreadStateName = "idle"
+        result = yield ctx.call_activity(CALL_MODEL_ACTIVITY, input=request.to_dict())
+        sent += encoded_size(request.to_dict()) + encoded_size(result)
+        entry = _reply_entry(ctx, reply_seq, message, ModelReply.from_dict(result))
     except task.TaskFailedError as failed:
-        log.warning("thread %s: turn %d failed: %s", ctx.instance_id, request.turn, failed.details.message)
-        entry = _error_entry(ctx, message, failed.details)
+        log.warning("thread %s: turn %d failed: %s", ctx.instance_id, turn, failed.details.error_type)
+        entry = _error_entry(ctx, reply_seq, message, failed.details)
         outcome = "error"
     except (KeyError, TypeError, ValueError) as malformed:
         # A reply the activity should never produce; the thread must outlive it all the same.
         details = task.FailureDetails(f"malformed model reply: {malformed}", "ModelCallError", None)
-        entry = _error_entry(ctx, message, details)
+        entry = _error_entry(ctx, reply_seq, message, details)
         outcome = "error"
+    if "attempt" not in entry and retry:
+        entry["attempt"] = 2
 
-    yield ctx.call_entity(history, "append", input=entry)
-    next_state = state.after_turn(message.id, outcome)
-    ctx.set_custom_status(thread_status(next_state, outcome, _now(ctx)))
-    ctx.continue_as_new(next_state.to_dict(), save_events=True)
+    stored = [entry] if retry else [user_entry, entry]
+    sent += write_entries(ctx, state, stored)
+    conversation = [*window, entry] if outcome == "idle" else list(window)
+    done = replace(
+        asking,
+        next_seq=reply_seq + 1,
+        message_count=state.message_count + len(stored),
+        window=history.trim_window(conversation, config.context_window_bytes) if conversation else (),
+        last_state=outcome,
+        last_turn={"id": message.id, "seq": seq},
+    ).remember(message.id, digest, seq)
+    _status(ctx, done, outcome)
+    return done, sent
 
 
-@bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATION_NAME)
+def run_thread(ctx: task.OrchestrationContext, raw_input: Any) -> Generator[task.Task[Any], Any]:
+    """Generations of a thread: answer messages in arrival order, continue as new when full."""
+    log = ctx.create_replay_safe_logger(logger)
+    pending: Any = None
+    if ThreadState.is_current(raw_input):
+        state = ThreadState.from_input(raw_input)
+    else:
+        migrated = yield from legacy.run_legacy_generation(ctx, raw_input)
+        if migrated is None:
+            return  # an old generation finished its turn the old way and continued as new
+        state, pending = migrated
+    generation = Generation(bytes=encoded_size(raw_input))
+    if not state.initialized:
+        state, sent = start_thread(ctx, state)
+        generation.bytes += sent
+
+    while True:
+        if pending is None:
+            _status(ctx, state, "error" if state.last_state == "error" else "idle")
+            event = yield ctx.wait_for_external_event(USER_MESSAGE_EVENT)
+        else:
+            event, pending = pending, None
+        generation.bytes += encoded_size(event) if _encodable(event) else 0
+        try:
+            message = UserMessage.from_event(event)
+        except Exception as bad:  # noqa: BLE001 - every shape of bad payload is skipped, never fatal
+            log.warning(
+                "thread %s: skipped a malformed %s event: %s", ctx.instance_id, USER_MESSAGE_EVENT, bad
+            )
+            continue
+        known = state.find_recent(message.id)
+        user_seq: int | None = None
+        if message.retry and message.retry_seq is not None and message.retry_seq < state.next_seq:
+            user_seq = message.retry_seq
+        elif known is not None:
+            digest, _ = known
+            if digest != content_digest(message.content):
+                log.warning(
+                    "thread %s: message id %s was reused for other content; skipped",
+                    ctx.instance_id,
+                    message.id,
+                )
+            elif not message.retry:
+                log.info("thread %s: message %s was already answered; skipped", ctx.instance_id, message.id)
+            else:
+                user_seq = known[1]
+            if user_seq is None:
+                continue
+        state, sent = yield from answer(ctx, state, message, user_seq)
+        generation.bytes += sent
+        generation.turns += 1
+        if generation.full(state.config.payload_cap_bytes):
+            ctx.continue_as_new(state.to_dict(), save_events=True)
+            return
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        encoded_size(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=THREAD_ORCHESTRATION)
 def thread(context: task.OrchestrationContext, raw_state: Any) -> Generator[task.Task[Any], Any]:
     yield from run_thread(context, raw_state)
