@@ -8,9 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from devhost import logs
 from devhost.app_index import AppLoadError
 from devhost.connection import BackendAddressError
-from devhost.host import DevHost, HostConfigError, HostOptions
+from devhost.host import DevHost, HostOptions, StartupError
 from devhost.sqlite_hub.storage import HubInUseError
 
 
@@ -41,10 +42,7 @@ def parse_args(argv: list[str]) -> HostOptions:
     level = logging.getLevelNamesMapping().get(args.log_level.upper())
     if level is None:
         parser.error(f"--log-level {args.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # The SDKs log every client call and replay at INFO; keep the host's log about the app.
-    for noisy in ("azure.durable_functions", "azure.functions.DurableFunctions", "durabletask"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    logs.configure(level)
     return HostOptions(
         app_dir=args.app,
         host=args.host,
@@ -60,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         asyncio.run(DevHost(options).serve())
-    except (AppLoadError, HostConfigError, BackendAddressError, HubInUseError) as error:
+    except (AppLoadError, StartupError, BackendAddressError, HubInUseError) as error:
         logging.getLogger("devhost").error("%s", error)
         return 2
     except KeyboardInterrupt:

@@ -23,7 +23,10 @@ HTTP_TRIGGER = "httpTrigger"
 ORCHESTRATION_TRIGGER = "orchestrationTrigger"
 ACTIVITY_TRIGGER = "activityTrigger"
 ENTITY_TRIGGER = "entityTrigger"
+WARMUP_TRIGGER = "warmupTrigger"
 DURABLE_CLIENT = "durableClient"
+#: the functions every df.DFApp registers for `call_http`; not the app's, so not listed
+BUILTIN_PREFIX = "BuiltIn__"
 
 
 class AppLoadError(Exception):

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import grpc
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.orchestrator_service_pb2_grpc import TaskHubSidecarServiceStub
 
 from devhost.connection import SchedulerConnection, parse_backend_address
 from devhost.grpc_proxy import SidecarProxy
+
+PROBE_SECONDS = 5.0
 
 
 class Backend(Protocol):
@@ -29,6 +33,16 @@ class Backend(Protocol):
     def description(self) -> str: ...
 
     @property
+    def target(self) -> str:
+        """Where the backend is, as a person would name it (not a loopback proxy's address)."""
+        ...
+
+    @property
+    def hint(self) -> str:
+        """What to do when the backend cannot be reached."""
+        ...
+
+    @property
     def metadata(self) -> tuple[tuple[str, str], ...]: ...
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None: ...
@@ -37,9 +51,25 @@ class Backend(Protocol):
 
     def stop(self) -> None: ...
 
+    async def probe(self, within: float = PROBE_SECONDS) -> str | None:
+        """None if the backend answers a gRPC call; else what happened, for a person."""
+        ...
+
 
 class _InProcessBackend:
     """A backend devhost runs itself on loopback: no TLS, no token, no task hub header."""
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def target(self) -> str:
+        return self.address
+
+    @property
+    def hint(self) -> str:
+        return "devhost runs this backend itself; its log above says why it stopped. Restart devhost."
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -47,6 +77,9 @@ class _InProcessBackend:
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         return None
+
+    async def probe(self, within: float = PROBE_SECONDS) -> str | None:
+        return None  # started in this process a moment ago; start() raises if it cannot listen
 
 
 @dataclass
@@ -140,6 +173,30 @@ class ExternalBackend:
         return f"external backend {self.connection.describe()}{via}"
 
     @property
+    def target(self) -> str:
+        return self.connection.describe()
+
+    @property
+    def hint(self) -> str:
+        if not self.proxied:
+            return (
+                f"Start a Durable Task sidecar at {self.connection.address} (for example "
+                f"`python -m devhost.sqlite_hub --port {self.connection.address.rpartition(':')[2]}`), "
+                "or run devhost with --backend sqlite."
+            )
+        if not self.connection.secure:
+            return (
+                f"Start the Durable Task Scheduler emulator at {self.connection.address} (for example "
+                "`docker run -p 8080:8080 mcr.microsoft.com/dts/dts-emulator:latest`), check Endpoint= in "
+                "the connection string, or run devhost with --backend sqlite."
+            )
+        return (
+            "Check Endpoint= and TaskHub= in the connection string, your network, and that your "
+            "sign-in (az login) has the Durable Task Data Contributor role on the scheduler; or run "
+            "devhost with --backend sqlite."
+        )
+
+    @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return () if self._proxy is not None else self.connection.metadata()
 
@@ -160,6 +217,43 @@ class ExternalBackend:
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
+
+    async def probe(self, within: float = PROBE_SECONDS) -> str | None:
+        """One GetInstance call straight to the endpoint (not through the proxy), with the
+        same TLS, token and task hub header devhost uses, so the answer names the real cause."""
+        connection = self.connection
+        credentials = connection.channel_credentials()
+        if credentials is None:
+            channel = grpc.aio.insecure_channel(connection.address)
+        else:
+            channel = grpc.aio.secure_channel(connection.address, credentials)
+        stub = TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
+        tried = f"a GetInstance call to {connection.address} ({'TLS' if connection.secure else 'plain gRPC'})"
+        try:
+            await stub.GetInstance(
+                pb.GetInstanceRequest(instanceId="devhost-startup-probe"),
+                timeout=within,
+                metadata=connection.metadata(),
+            )
+        except grpc.aio.AioRpcError as error:
+            return _probe_failure(tried, error, within)
+        finally:
+            await channel.close()
+        return None
+
+
+def _probe_failure(tried: str, error: grpc.aio.AioRpcError, timeout: float) -> str:
+    code = error.code()
+    details = (error.details() or "").strip()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"{tried} got no answer within {timeout:g} s"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"{tried} could not connect ({details or code.name})"
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return f"{tried} was refused: {code.name} ({details})"
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"{tried} reached a server that does not speak the Durable Task sidecar protocol"
+    return f"{tried} failed: {code.name} ({details})"
 
 
 def make_backend(spec: str, *, db_path: Path, durability: Literal["full", "normal"]) -> Backend:

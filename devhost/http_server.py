@@ -1,112 +1,149 @@
-"""devhost's HTTP front end: an ASGI app that routes requests to HTTP-triggered functions.
+"""devhost's HTTP front end: a Starlette app that serves the app's HTTP triggers and devhost's own routes.
 
-Requests under `/<routePrefix>/` are matched against the app's route templates and
-methods; the function gets a `func.HttpRequest` (method, URL, headers, query, route
-parameters, body) and its `func.HttpResponse` goes back to the caller. Requests under
-/runtime/webhooks/durabletask go to the management API. Unknown routes get 404 and wrong
-methods 405, both as problem details; a crashing function gets a 500 problem, never a
-traceback, and the host keeps serving.
+devhost's own routes are ordinary Starlette routes: the Durable Functions management API
+under /runtime/webhooks/durabletask (management.py) and devhost's pages under /_devhost.
+Everything else goes to `dispatch`, which matches the app's Functions route templates
+(routing.py) under the host.json route prefix. Those stay out of Starlette's router because
+Starlette cannot express them: literals match case-insensitively, `{id:int}` and the other
+constraints, optional `{x?}` and catch-all `{*rest}` segments, and Functions' precedence
+(more literal segments win).
+
+The function gets a `func.HttpRequest` (method, URL, headers, query, route parameters, body)
+and its `func.HttpResponse` goes back to the caller. devhost's own errors are problem
+details: an unknown route is 404, a wrong method 405 with `Allow`, a body over the
+Functions host's 100 MB limit 413, an unreachable backend 503 naming it and the fix, and a
+crashing function 500 with the traceback in the log only; the host keeps serving. Each
+request is logged on one line with control characters escaped and secrets redacted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import azure.functions as func
+import grpc
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devhost.app_index import HTTP_TRIGGER, IndexedFunction
-from devhost.http_types import Response, problem_response
+from devhost.http_types import Problem, problem
 from devhost.invoker import Invoker
-from devhost.management import PREFIX as MANAGEMENT_PREFIX
-from devhost.management import ManagementApi
+from devhost.logs import escape, redact_query
 from devhost.routing import RouteTemplate, compile_route
 
 logger = logging.getLogger("devhost.http")
 
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's default request limit
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-class HttpFrontend:
-    def __init__(
-        self,
-        functions: Sequence[IndexedFunction],
-        invoker: Invoker,
-        management: ManagementApi,
-        route_prefix: str = "api",
-    ) -> None:
+@dataclass(frozen=True)
+class BackendLabel:
+    """How devhost names its backend to a person: where it is, and what to do if it is down."""
+
+    target: str
+    hint: str
+
+
+class AccessLog:
+    """Outermost middleware: one log line per request, and a 500 problem for anything that
+    escaped the routes, so neither uvicorn nor Starlette prints a traceback to the caller."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("%s failed inside devhost", describe_request(scope))
+            if status:
+                raise  # the response has begun; the server closes the connection
+            await problem(500, "devhost hit an unexpected error; see its log.")(scope, receive, tracking_send)
+        milliseconds = (time.perf_counter() - started) * 1000
+        logger.info("%s -> %d (%.0f ms)", describe_request(scope), status, milliseconds)
+
+
+def describe_request(scope: Scope) -> str:
+    """`METHOD /path?query` for the log: one line, the management key redacted."""
+    query = redact_query(scope.get("query_string", b"").decode("latin-1"))
+    target = scope.get("path", "") + (f"?{query}" if query else "")
+    return escape(f"{scope.get('method', '?')} {target}")
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, by Content-Length or as they stream."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"The request body exceeds {self.limit} bytes."
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await problem(413, too_large, {"connection": "close"})(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise Problem(413, too_large, {"connection": "close"})
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class FunctionRoutes:
+    """The app's HTTP triggers, matched by their Functions route templates."""
+
+    def __init__(self, functions: Sequence[IndexedFunction], invoker: Invoker, route_prefix: str) -> None:
         self._invoker = invoker
-        self._management = management
-        self._prefix = "/" + route_prefix.strip("/") if route_prefix.strip("/") else ""
+        self.prefix = "/" + route_prefix.strip("/") if route_prefix.strip("/") else ""
         routes = [(compile_route(f.route or f.name), f) for f in functions if f.trigger_type == HTTP_TRIGGER]
         self._routes: list[tuple[RouteTemplate, IndexedFunction]] = sorted(
             routes, key=lambda r: (-r[0].literal_segments, r[0].template)
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        body = await self._read_body(receive)
-        if body is None:
-            await self._send(
-                send, problem_response(413, f"The request body exceeds {MAX_REQUEST_BYTES} bytes.")
-            )
-            return
-        try:
-            response = await self._respond(scope, body)
-        except Exception:
-            logger.exception("request %s %s failed", scope.get("method"), scope.get("path"))
-            response = problem_response(500, "devhost hit an unexpected error; see its log.")
-        logger.info("%s %s -> %d", scope["method"], scope["path"], response.status)
-        await self._send(send, response)
+        """An ASGI app rather than an endpoint, so Starlette's route takes every method."""
+        response = await self.dispatch(Request(scope, receive))
+        await response(scope, receive, send)
 
-    @staticmethod
-    async def _read_body(receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_REQUEST_BYTES:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
-
-    @staticmethod
-    async def _send(send: Send, response: Response) -> None:
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        if not any(k == b"content-length" for k, _ in headers):
-            headers.append((b"content-length", str(len(response.body)).encode()))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
-
-    async def _respond(self, scope: Scope, body: bytes) -> Response:
-        path: str = scope["path"]
-        method: str = scope["method"].upper()
-        query = scope.get("query_string", b"").decode("latin-1")
-        if path == MANAGEMENT_PREFIX or path.startswith(MANAGEMENT_PREFIX + "/"):
-            return await self._management.handle(method, path, query, body)
-        if self._prefix and not (path == self._prefix or path.startswith(self._prefix + "/")):
-            return problem_response(404, f"No route for {path}; the API lives under {self._prefix}/.")
-        relative = path[len(self._prefix) :]
+    async def dispatch(self, request: Request) -> Response:
+        path = request.url.path
+        method = request.method.upper()
+        if self.prefix and not (path == self.prefix or path.startswith(self.prefix + "/")):
+            raise Problem(404, f"No function serves {method} {path}; the API lives under {self.prefix}/.")
+        relative = path[len(self.prefix) :]
         allowed: set[str] = set()
         for template, function in self._routes:
             params = template.match(relative)
@@ -115,40 +152,91 @@ class HttpFrontend:
             if method not in function.methods:
                 allowed.update(function.methods)
                 continue
-            request = self._request(scope, method, query, body, params)
-            return self._convert(await self._invoker.http(function, request))
+            return await self._invoke(function, request, params)
         if allowed:
-            response = problem_response(
-                405, f"{method} is not allowed here; use {', '.join(sorted(allowed))}."
-            )
-            return Response(
-                response.status, response.body, [*response.headers, ("allow", ", ".join(sorted(allowed)))]
-            )
-        return problem_response(404, f"No function serves {method} {path}.")
+            methods = ", ".join(sorted(allowed))
+            raise Problem(405, f"{method} is not allowed here; use {methods}.", {"allow": methods})
+        raise Problem(404, f"No function serves {method} {path}.")
 
-    @staticmethod
-    def _request(
-        scope: Scope, method: str, query: str, body: bytes, params: dict[str, str]
-    ) -> func.HttpRequest:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        host = headers.get("host") or "{}:{}".format(*scope.get("server") or ("127.0.0.1", 7071))
-        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-        url = f"{scope.get('scheme', 'http')}://{host}{path}"
-        if query and "?" not in url:
-            url += f"?{query}"
-        return func.HttpRequest(
-            method=method,
-            url=url,
-            headers=headers,
+    async def _invoke(self, function: IndexedFunction, request: Request, params: dict[str, str]) -> Response:
+        body = await request.body()
+        query = request.url.query
+        incoming = func.HttpRequest(
+            method=request.method.upper(),
+            url=str(request.url),
+            headers=dict(request.headers.items()),
             params=dict(parse_qsl(query, keep_blank_values=True)),
             route_params=params,
             body=body,
         )
+        try:
+            outgoing = await self._invoker.http(function, incoming)
+        except Exception:
+            logger.exception(
+                "function %s crashed on %s", escape(function.name), describe_request(request.scope)
+            )
+            return problem(500, f"The function {function.name!r} failed; the details are in devhost's log.")
+        headers = {k: v for k, v in outgoing.headers.items() if k.lower() != "content-length"}
+        if outgoing.mimetype and not any(k.lower() == "content-type" for k in headers):
+            charset = f"; charset={outgoing.charset}" if outgoing.charset else ""
+            headers["content-type"] = f"{outgoing.mimetype}{charset}"
+        return Response(outgoing.get_body() or b"", outgoing.status_code, headers=headers)
 
-    @staticmethod
-    def _convert(response: func.HttpResponse) -> Response:
-        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
-        if response.mimetype and not any(k.lower() == "content-type" for k, _ in headers):
-            charset = f"; charset={response.charset}" if response.charset else ""
-            headers.append(("content-type", f"{response.mimetype}{charset}"))
-        return Response(response.status_code, response.get_body() or b"", headers)
+
+def build_app(
+    functions: Sequence[IndexedFunction],
+    invoker: Invoker,
+    route_prefix: str,
+    *,
+    own_routes: Sequence[BaseRoute] = (),
+    backend: BackendLabel | None = None,
+) -> Starlette:
+    """The ASGI app uvicorn serves: devhost's own routes first, then the app's functions."""
+    functions_routes = FunctionRoutes(functions, invoker, route_prefix)
+
+    async def http_problem(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        if isinstance(error, Problem):
+            return problem(error.status_code, error.detail, error.headers)
+        detail = {
+            404: f"No route serves {request.method} {request.url.path}.",
+            405: f"{request.method} is not allowed here.",
+        }.get(error.status_code, error.detail)
+        return problem(error.status_code, detail, error.headers)
+
+    async def backend_problem(request: Request, error: Exception) -> Response:
+        assert isinstance(error, grpc.aio.AioRpcError)
+        code = error.code()
+        where = backend.target if backend else "its address"
+        if code in UNREACHABLE:
+            logger.warning(
+                "the Durable Task backend at %s did not answer %s (%s)",
+                where,
+                describe_request(request.scope),
+                code.name,
+            )
+            fix = backend.hint if backend else "check --backend"
+            return problem(
+                503,
+                f"devhost could not reach the Durable Task backend at {where}: it tried a gRPC call "
+                f"and got {code.name}. {fix}",
+                {"retry-after": "5"},
+            )
+        if code == grpc.StatusCode.NOT_FOUND:
+            return problem(404, f"The backend has no such item: {error.details()}")
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+            return problem(400, f"The backend refused the request: {error.details()}")
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return problem(409, f"The backend refused the request: {error.details()}")
+        logger.warning(
+            "the Durable Task backend at %s failed %s: %s", where, describe_request(request.scope), code.name
+        )
+        return problem(502, f"The Durable Task backend at {where} failed ({code.name}): {error.details()}")
+
+    routes: list[BaseRoute] = [*own_routes, Route("/{path:path}", functions_routes)]
+    handlers: dict[Any, Any] = {HTTPException: http_problem, grpc.aio.AioRpcError: backend_problem}
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLog), Middleware(BodyLimit)],
+        exception_handlers=handlers,
+    )

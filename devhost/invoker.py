@@ -1,11 +1,12 @@
 """Invokes indexed functions the way the Functions host and Python worker do.
 
 Each trigger gets its payload in the host's wire form: HTTP functions a
-`func.HttpRequest`; orchestrators and entities a context whose body is the base64 of an
-encoded `OrchestratorRequest` / `EntityBatchRequest` (they answer with the base64 of the
-response); activities their JSON input decoded by the durable activity converter. A
-durable client parameter receives the binding JSON. Synchronous functions run on a
-thread pool so they never block the event loop; coroutine functions run on it.
+`func.HttpRequest`; warmup functions a `func.WarmUpContext`; orchestrators and entities
+a context whose body is the base64 of an encoded `OrchestratorRequest` /
+`EntityBatchRequest` (they answer with the base64 of the response); activities their
+JSON input decoded by the durable activity converter. A durable client parameter
+receives the binding JSON. Synchronous functions run on a thread pool so they never
+block the event loop; coroutine functions run on it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from azure.durable_functions.internal.converters import ActivityTriggerConverter
 from azure.functions import meta
 from azure.functions._abc import RetryContext, TraceContext
 from azure.functions._durable_functions import EntityContext, OrchestrationContext
+from azure.functions.warmup import WarmUpContext
 
 from devhost.app_index import IndexedFunction
 
@@ -123,6 +125,10 @@ class Invoker:
         raise TypeError(
             f"HTTP function {function.name!r} returned {type(result).__name__}, not an HttpResponse"
         )
+
+    async def warmup(self, function: IndexedFunction) -> None:
+        """Run a warmup-triggered function, as the Functions host does when an instance starts."""
+        await self._call(function, WarmUpContext())
 
     async def orchestrator(self, function: IndexedFunction, encoded_request: str) -> str:
         return str(await self._call(function, OrchestrationContext(encoded_request)))

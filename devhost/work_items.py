@@ -61,8 +61,10 @@ class WorkItemDriver:
         *,
         metadata: Sequence[tuple[str, str]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        label: str | None = None,
     ) -> None:
         self._address = address
+        self._label = label or address  # how the log names the backend (not a proxy's address)
         self._metadata = tuple(metadata)
         self._credentials = credentials
         self._invoker = invoker
@@ -111,7 +113,7 @@ class WorkItemDriver:
                         break
                     item = next_item.result()
                     if not self._connected.is_set():
-                        logger.info("connected to the Durable Task backend at %s", self._address)
+                        logger.info("connected to the Durable Task backend at %s", self._label)
                         self._connected.set()
                     delay = 0.2
                     self._dispatch(item, stub)
@@ -121,10 +123,16 @@ class WorkItemDriver:
             except grpc.aio.AioRpcError as error:
                 if self._stopping.is_set():
                     break
-                if self._connected.is_set() or delay == 0.2:
+                if self._connected.is_set():
                     logger.warning(
                         "lost the Durable Task backend at %s (%s); reconnecting",
-                        self._address,
+                        self._label,
+                        error.code().name,
+                    )
+                elif delay == 0.2:
+                    logger.warning(
+                        "cannot reach the Durable Task backend at %s (%s); retrying until it answers",
+                        self._label,
                         error.code().name,
                     )
             finally:

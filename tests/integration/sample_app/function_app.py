@@ -3,9 +3,12 @@
 import asyncio
 import os
 import threading
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.functions.warmup import WarmUpContext
+from durabletask.entities import EntityContext, EntityInstanceId
 
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 barrier = threading.Barrier(3, timeout=10)
@@ -91,3 +94,43 @@ def sleeper(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped
 async def sleep(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     instance_id = await client.schedule_new_orchestration("sleeper", input=int(req.route_params["seconds"]))
     return client.create_check_status_response(req, instance_id)
+
+
+@app.warm_up_trigger(arg_name="warmup_context")
+def warmup(warmup_context: WarmUpContext) -> None:
+    """Runs once when the host starts; a bad setting stops the host (devhost exits with this message)."""
+    value = os.environ.get("SAMPLE_TIMEOUT_SECONDS")
+    if value is not None:
+        try:
+            float(value)
+        except ValueError:
+            raise ValueError(f"SAMPLE_TIMEOUT_SECONDS={value!r} is not a float; set a number.") from None
+
+
+@app.entity_trigger(context_name="context")
+def counter(context: EntityContext, amount: Any) -> Any:
+    state = context.get_state() or 0
+    match context.operation.lower():
+        case "add":
+            context.set_state(state + int(amount))
+        case "reset":
+            context.set_state(0)
+        case "delete":
+            context.set_state(None)
+    return state
+
+
+@app.route(route="count/{key}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def count(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
+    """Starts `counts`, which calls the counter entity."""
+    instance_id = await client.schedule_new_orchestration("counts", input=req.route_params["key"])
+    return client.create_check_status_response(req, instance_id)
+
+
+@app.orchestration_trigger(context_name="context")
+def counts(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    key = context.get_input()
+    yield context.call_entity(EntityInstanceId("counter", key), "add", 5)
+    total = yield context.call_activity("async_double", 1)
+    return {"key": key, "double": total}
