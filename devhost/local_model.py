@@ -400,7 +400,7 @@ class LocalModelHandle:
     """What `start_if_unconfigured` started; `stop()` shuts it down and restores the environment."""
 
     def __init__(
-        self, server: LocalModelServer, env: MutableMapping[str, str], saved: dict[str, str]
+        self, server: LocalModelServer, env: MutableMapping[str, str], saved: dict[str, str | None]
     ) -> None:
         self.server = server
         self._env = env
@@ -409,10 +409,10 @@ class LocalModelHandle:
     def stop(self) -> None:
         self.server.stop()
         for name, value in self._saved.items():
-            if value:
-                self._env[name] = value
-            else:
+            if value is None:
                 self._env.pop(name, None)
+            else:
+                self._env[name] = value
 
 
 def start_if_unconfigured(
@@ -441,7 +441,7 @@ def start_if_unconfigured(
             return None
         loader = llama_loader(weights)
     server = LocalModelServer(LocalModel(loader)).start()
-    saved = {name: env.get(name, "") for name in ("OPENAI_BASE_URL", "OPENAI_MODEL")}
+    saved = {name: env.get(name) for name in ("OPENAI_BASE_URL", "OPENAI_MODEL")}
     env["OPENAI_BASE_URL"] = server.base_url
     env["OPENAI_MODEL"] = MODEL_LABEL
     logger.info(
