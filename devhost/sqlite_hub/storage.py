@@ -14,58 +14,28 @@ The interface is deliberately small:
 * ``lock``: the re-entrant lock that serialises all access (callers that must keep
   in-memory bookkeeping consistent with the database hold it around both)
 * ``commits``: how many write transactions were committed (for the benchmark)
+
+File modes and the one-hub-per-file owner lock are in ``files.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import pathlib
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Literal
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from typing import Literal
 
 from devhost.sqlite_hub import migrations
+from devhost.sqlite_hub.files import HubInUseError, OwnerLock, make_dirs, tighten
 
 Durability = Literal["full", "normal"]
 
 BUSY_TIMEOUT_MS = 10_000
 
-
-class HubInUseError(RuntimeError):
-    """Another task hub process already serves this database file."""
-
-
-def _claim(path: pathlib.Path) -> IO[str] | None:
-    """Take the exclusive owner lock beside the database, or raise HubInUseError.
-
-    Leases live in the serving process's memory, so two hubs on one file would hand the
-    same work out twice. The lock is an OS file lock: a killed process drops it at once.
-    """
-    if fcntl is None:  # platforms without flock get no guard
-        return None  # type: ignore[unreachable]
-    handle = open(path.with_name(path.name + ".owner"), "a+", encoding="utf-8")  # noqa: SIM115 - held open
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
-        raise HubInUseError(
-            f"{path} is already served by another task hub (pid {owner}); stop it or use another database"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+__all__ = ["BUSY_TIMEOUT_MS", "Durability", "HubInUseError", "Storage"]
 
 
 class Storage:
@@ -79,28 +49,47 @@ class Storage:
         self.lock = threading.RLock()
         self.commits = 0
         self._conn: sqlite3.Connection | None = None
-        self._owner: IO[str] | None = None
+        self._owner: OwnerLock | None = None
         self._in_write = False
 
     def open(self) -> None:
-        """Creates parent directories and the file if missing, applies pragmas and migrations."""
+        """Creates parent folders and the file if missing, applies pragmas and migrations.
+
+        New folders are made 0700 and the database with its ``-wal``/``-shm`` files 0600
+        (explicit modes and ``chmod``, not the process-wide umask, which other threads of
+        devhost share). SQLite creates ``-wal``/``-shm`` with the database file's mode.
+        """
         with self.lock:
             if self._conn is not None:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._owner = _claim(self.path)
-            conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-            )
+            make_dirs(self.path.parent)
+            owner = OwnerLock(self.path)
+            owner.acquire(self.path)
+            self._owner = owner
+            real = owner.real
+            tighten(real)
             try:
+                conn = sqlite3.connect(
+                    str(real), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+                )
+            except BaseException:
+                self._release()
+                raise
+            try:
+                owner.verify()
                 conn.row_factory = sqlite3.Row
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                # Deleted rows (a purged conversation, a deleted entity) are zeroed, not
+                # left readable in free pages; some SQLite builds default to this, not all.
+                conn.execute("PRAGMA secure_delete = ON")
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise RuntimeError(f"could not put {self.path} in WAL mode (got {mode!r})")
                 sync = "FULL" if self.durability == "full" else "NORMAL"
                 conn.execute(f"PRAGMA synchronous = {sync}")
                 migrations.migrate(conn)
+                for suffix in ("-wal", "-shm"):
+                    tighten(real.with_name(real.name + suffix))
             except BaseException:
                 conn.close()
                 self._release()
@@ -109,7 +98,7 @@ class Storage:
 
     def _release(self) -> None:
         if self._owner is not None:
-            self._owner.close()  # closing the file drops the lock
+            self._owner.release()
             self._owner = None
 
     def close(self) -> None:
