@@ -55,7 +55,7 @@ def apply_operation(
             return state, page
         case "window":
             budget = _int(args.get("budget_bytes"), "budget_bytes", 48_000)
-            return state, [m.__dict__ for m in history.window(state, budget_bytes=budget)]
+            return state, [{"role": m.role, "content": m.content} for m in history.window(state, budget_bytes=budget)]
         case "export":
             return state, history.export(
                 state,

@@ -24,12 +24,21 @@ EXPECTED_HTTP = {
 }
 EXPECTED_DURABLE = {
     "thread": ("orchestrationTrigger", "thread"),
+    "maintenance": ("orchestrationTrigger", "maintenance"),
     "call_model": ("activityTrigger", "call_model"),
-    "history_entity": ("entityTrigger", "history"),
+    "sweep_threads": ("activityTrigger", "sweep_threads"),
+    "thread_root": ("entityTrigger", "thread"),
+    "history_page": ("entityTrigger", "history_page"),
+    "history_blob": ("entityTrigger", "history_blob"),
+    "message_index": ("entityTrigger", "message"),
+    "legacy_history_entity": ("entityTrigger", "history"),
     # registered by every DFApp; they back call_http
     "BuiltIn__HttpActivity": ("activityTrigger", "BuiltIn__HttpActivity"),
     "BuiltIn__HttpPollOrchestrator": ("orchestrationTrigger", "BuiltIn__HttpPollOrchestrator"),
 }
+
+
+EXPECTED_OTHER = {"warmup": "warmupTrigger"}
 
 
 def index() -> dict[str, IndexedFunction]:
@@ -38,7 +47,9 @@ def index() -> dict[str, IndexedFunction]:
 
 def test_function_app_indexes_exactly_the_expected_functions() -> None:
     functions = index()
-    assert set(functions) == set(EXPECTED_HTTP) | set(EXPECTED_DURABLE)
+    assert set(functions) == set(EXPECTED_HTTP) | set(EXPECTED_DURABLE) | set(EXPECTED_OTHER)
+    for name, trigger in EXPECTED_OTHER.items():
+        assert functions[name].trigger_type == trigger, name
     for name, (route, methods, auth) in EXPECTED_HTTP.items():
         function = functions[name]
         assert function.trigger_type == "httpTrigger", name

@@ -1,12 +1,12 @@
-"""The history entity's pure state transitions."""
+"""The legacy single-blob history entity's pure state transitions (threads before paging)."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent import history
+from agent import legacy_history as history
 from agent.errors import InvalidInputError
-from entities.history import apply_operation
+from entities.legacy_history import apply_operation
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -150,3 +150,31 @@ def test_entity_rejects_unknown_operation_and_bad_arguments() -> None:
         apply_operation(history.HistoryState(), "explode", None)
     with pytest.raises(InvalidInputError, match="integer"):
         apply_operation(history.HistoryState(), "get", {"after": "x"})
+
+
+def test_export_hands_out_entries_in_bounded_chunks_until_the_end() -> None:
+    state = build(*(entry(f"m{i}", content="x" * 100) for i in range(10)))
+    seen: list[int] = []
+    after = 0
+    while True:
+        chunk = history.export(state, after=after, max_bytes=450)
+        assert chunk["entries"], "every chunk carries at least one entry"
+        assert len(chunk["entries"]) <= 3
+        seen += [e["seq"] for e in chunk["entries"]]
+        if chunk["next_after"] is None:
+            break
+        after = chunk["next_after"]
+    assert seen == list(range(1, 11))
+
+
+def test_export_of_an_entry_larger_than_the_chunk_still_makes_progress() -> None:
+    state = build(entry("big", content="x" * 5000), entry("small"))
+    first = history.export(state, after=0, max_bytes=100)
+    assert [e["id"] for e in first["entries"]] == ["big"] and first["next_after"] == 1
+    assert [e["id"] for e in history.export(state, after=1, max_bytes=100)["entries"]] == ["small"]
+
+
+def test_the_entity_exports_through_its_operation() -> None:
+    state = build(entry("a"), entry("b"))
+    same, result = apply_operation(state, "export", {"after": 1})
+    assert same is state and [e["id"] for e in result["entries"]] == ["b"]

@@ -11,8 +11,17 @@ from agent.errors import (
     ModelUnavailableError,
     PayloadTooLargeError,
     error_for_failure,
+    public_message,
 )
-from agent.thread import MAX_CONTENT_BYTES, RECENT_IDS_KEPT, ThreadState, UserMessage, check_id, thread_status
+from agent.thread import (
+    MAX_CONTENT_BYTES,
+    RECENT_IDS_KEPT,
+    ThreadConfig,
+    ThreadState,
+    ThreadStatus,
+    UserMessage,
+    check_id,
+)
 
 
 def test_user_message_parses_a_valid_event() -> None:
@@ -55,27 +64,68 @@ def test_ids_reject_anything_else(value: object) -> None:
 
 
 def test_thread_state_round_trips_and_tolerates_garbage() -> None:
+    config = ThreadConfig(created_at="t", system_prompt="S", agent="a", metadata={"k": "v"}, owner="o")
     state = ThreadState(
-        turn=3, recent_ids=("a", "b"), last_message_id="b", initialized=True, metadata={"k": "v"}
+        config=config,
+        initialized=True,
+        turn=3,
+        next_seq=8,
+        message_count=6,
+        window=({"seq": 7, "role": "assistant", "content": "r"},),
+        recent=(("m1", "d1", 2), ("m2", "d2", 4)),
+        last_state="error",
+        last_message_id="m2",
+        last_turn={"id": "m2", "seq": 4},
     )
     assert ThreadState.from_input(state.to_dict()) == state
+    assert ThreadState.is_current(state.to_dict())
     assert ThreadState.from_input(None) == ThreadState()
-    assert ThreadState.from_input({"last_state": "weird"}).last_state == "idle"
+    assert not ThreadState.is_current({"turn": 3, "recent_ids": []})  # a thread from before paging
 
 
-def test_after_turn_counts_and_keeps_a_bounded_id_list() -> None:
+def test_recent_ids_remember_digest_and_seq_and_stay_bounded() -> None:
     state = ThreadState()
     for i in range(RECENT_IDS_KEPT + 5):
-        state = state.after_turn(f"m{i}", "idle")
-    assert state.turn == RECENT_IDS_KEPT + 5
-    assert len(state.recent_ids) == RECENT_IDS_KEPT
-    assert state.recent_ids[-1] == f"m{RECENT_IDS_KEPT + 4}"
-    assert state.after_turn("x", "error").last_state == "error"
+        state = state.remember(f"m{i}", f"d{i}", i + 2)
+    assert len(state.recent) == RECENT_IDS_KEPT
+    assert state.find_recent("m0") is None
+    assert state.find_recent(f"m{RECENT_IDS_KEPT + 4}") == (f"d{RECENT_IDS_KEPT + 4}", RECENT_IDS_KEPT + 6)
 
 
-def test_thread_status_shape() -> None:
-    status = thread_status(ThreadState(turn=2, last_message_id="m"), "thinking", "T")
-    assert status == {"state": "thinking", "turn": 2, "last_message_id": "m", "updated_at": "T"}
+def test_ids_with_a_trailing_newline_are_refused() -> None:
+    with pytest.raises(InvalidInputError):
+        check_id("abc\n", "id")
+    with pytest.raises(InvalidInputError):
+        UserMessage.from_event({"id": "q\n", "content": "x"})
+
+
+def test_text_that_is_not_valid_unicode_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="not valid Unicode"):
+        UserMessage.from_event({"id": "m1", "content": "\ud800"})
+
+
+def test_a_retry_event_names_the_stored_message() -> None:
+    message = UserMessage.from_event({"id": "m", "content": "x", "retry": True, "retry_seq": 4})
+    assert message.retry and message.retry_seq == 4
+    assert UserMessage.from_event(message.to_dict()) == message
+    assert "retry" not in UserMessage(id="m", content="x").to_dict()
+
+
+def test_status_round_trips_and_old_statuses_are_not_mistaken_for_it() -> None:
+    status = ThreadStatus(
+        state="thinking",
+        turn=2,
+        message_count=3,
+        last_seq=5,
+        updated_at="t",
+        agent="a",
+        answering={"id": "m", "seq": 5},
+    )
+    assert ThreadStatus.from_dict(status.to_dict()) == status
+    assert (
+        ThreadStatus.from_dict({"state": "idle", "turn": 1, "last_message_id": "m", "updated_at": "t"})
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,3 +145,19 @@ def test_error_for_failure_recovers_code_and_retryability(
     error_type: str, message: str, expected: tuple[str, bool]
 ) -> None:
     assert error_for_failure(error_type, message) == expected
+
+
+@pytest.mark.parametrize(
+    ("detail", "leaked"),
+    [
+        (
+            "Azure OpenAI deployment 'd' at https://acme.openai.azure.com/ rejected it",
+            "acme.openai.azure.com",
+        ),
+        ("could not reach http://10.1.2.3:8080/v1 (ConnectError)", "10.1.2.3"),
+        ("HTTP 429 from acme.openai.azure.com: slow down", "acme"),
+    ],
+)
+def test_public_messages_name_no_endpoint(detail: str, leaked: str) -> None:
+    text = public_message(detail)
+    assert leaked not in text and "the model endpoint" in text

@@ -1,0 +1,122 @@
+"""Pure rules of the paged history: page arithmetic, blobs for large entries, the window."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent import history
+from agent.errors import InvalidInputError
+from agent.thread import encoded_size
+
+T0 = "2026-01-01T00:00:00.000Z"
+
+
+def entry(seq: int, role: str = "user", content: str = "hi", **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "id": f"e{seq}", "role": role, "content": content, "created_at": T0} | extra
+
+
+def test_pages_hold_fixed_seq_ranges() -> None:
+    assert [history.page_of(s) for s in (1, 32, 33, 64, 65)] == [0, 0, 1, 1, 2]
+    assert history.page_bounds(0) == (1, 32)
+    assert history.page_bounds(2) == (65, 96)
+
+
+def test_pages_for_a_request_cover_exactly_its_range() -> None:
+    assert history.pages_for(after=0, limit=50, last_seq=7) == [0]
+    assert history.pages_for(after=30, limit=10, last_seq=1000) == [0, 1]
+    assert history.pages_for(after=64, limit=1, last_seq=1000) == [2]
+    assert history.pages_for(after=7, limit=50, last_seq=7) == []
+    # cost of one page does not depend on the thread's length
+    assert history.pages_for(after=99_968, limit=50, last_seq=10**6) == [3124, 3125]
+
+
+def test_appending_to_a_page_is_idempotent_by_seq_and_keeps_order() -> None:
+    state = history.page_append(None, 0, [entry(2), entry(1, "system")])
+    again = history.page_append(state, 0, [entry(2, content="changed"), entry(3)])
+    assert [(e["seq"], e["content"]) for e in again["entries"]] == [(1, "hi"), (2, "hi"), (3, "hi")]
+
+
+def test_an_entry_outside_its_page_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="does not belong on page 1"):
+        history.page_append(None, 1, [entry(5)])
+
+
+def test_large_entries_become_blobs_with_a_stub_on_the_page() -> None:
+    cap = 256 * 1024
+    small, large = entry(2), entry(3, content="x" * (history.inline_limit(cap) + 1))
+    items, blobs = history.split_for_storage([small, large], cap)
+    assert items[0] == small and blobs == [large]
+    assert history.is_stub(items[1]) and items[1]["seq"] == 3 and "content" not in items[1]
+
+
+def test_a_full_page_of_the_largest_inline_entries_fits_the_cap() -> None:
+    cap = 64 * 1024
+    content = "x" * (history.inline_limit(cap) - 200)
+    entries = [entry(s, content=content) for s in range(1, history.PAGE_ENTRIES + 1)]
+    items, blobs = history.split_for_storage(entries, cap)
+    assert blobs == []
+    assert encoded_size(history.page_append(None, 0, items)) <= cap
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"seq": 0, "id": "a", "role": "user", "content": "x", "created_at": T0},
+        {"seq": True, "id": "a", "role": "user", "content": "x", "created_at": T0},
+        {"seq": 1, "id": "", "role": "user", "content": "x", "created_at": T0},
+        {"seq": 1, "id": "a", "role": "robot", "content": "x", "created_at": T0},
+        {"seq": 1, "id": "a", "role": "user", "content": None, "created_at": T0},
+        {"seq": 1, "id": "a", "role": "user", "content": "x"},
+        "not an object",
+    ],
+)
+def test_malformed_entries_are_refused(bad: Any) -> None:
+    with pytest.raises(InvalidInputError):
+        history.validate_entry(bad)
+
+
+def test_the_window_keeps_the_newest_entries_that_fit_and_never_sends_errors() -> None:
+    entries = [
+        entry(2, content="a" * 100),
+        entry(3, "assistant", "b" * 100),
+        entry(4, content="failed"),
+        entry(5, "assistant", "", error={"code": "x"}),
+        entry(6, content="c" * 100),
+    ]
+    cost = history.window_cost(entries[0])
+    window = history.trim_window(entries, budget_bytes=3 * cost)
+    assert [e["seq"] for e in window] == [3, 4, 6]
+    assert [e["seq"] for e in history.trim_window(entries, budget_bytes=1)] == [6]  # newest always kept
+
+
+def test_the_window_keeps_tool_calls_with_their_results_or_drops_them_together() -> None:
+    call = entry(3, "assistant", "", tool_calls=[{"id": "c1", "name": "t", "arguments": "{}"}])
+    result = entry(4, "tool", "x" * 200, tool_call_id="c1")
+    entries = [entry(2, content="q"), call, result, entry(5, "assistant", "done")]
+    whole = history.trim_window(entries, budget_bytes=10_000)
+    assert [e["seq"] for e in whole] == [2, 3, 4, 5]
+    group_cost = history.window_cost(call) + history.window_cost(result)
+    tight = history.trim_window(entries, budget_bytes=history.window_cost(entries[3]) + group_cost - 1)
+    assert [e["seq"] for e in tight] == [5]  # the call and its result went together
+    orphan = history.trim_window([result, entry(5, "assistant", "done")], budget_bytes=10_000)
+    assert [e["seq"] for e in orphan] == [5]  # a result whose call is gone is never sent
+
+
+def test_model_messages_put_the_system_prompt_first() -> None:
+    messages = history.model_messages("S", [entry(2), entry(3, "assistant", "r")])
+    assert [(m.role, m.content) for m in messages] == [("system", "S"), ("user", "hi"), ("assistant", "r")]
+
+
+def test_the_final_reply_is_the_newest_non_tool_answer_to_the_message() -> None:
+    entries = [
+        entry(2, id="q"),
+        entry(3, "assistant", "", reply_to="q", tool_calls=[{"id": "c"}]),
+        entry(4, "tool", "r", tool_call_id="c"),
+        entry(5, "assistant", "", reply_to="q", error={"code": "x", "retryable": True}),
+        entry(6, "assistant", "second try", reply_to="q", attempt=2),
+    ]
+    reply = history.final_reply(entries, "q")
+    assert reply is not None and reply["seq"] == 6
+    assert history.final_reply(entries[:3], "q") is None
