@@ -231,14 +231,15 @@ class DevHost:
                 loop.add_signal_handler(sig, self.request_stop)
 
     async def serve(self) -> None:
-        app_dir = self.options.app_dir.resolve()
-        applied = apply_local_settings(app_dir)
-        if applied:
-            logger.info("local.settings.json: set %s", ", ".join(sorted(applied)))
-        prefix, task_hub = host_settings(app_dir)
         sock = bind_socket(self.options.host, self.options.port)
         local_model = None
+        served = False
         try:
+            app_dir = self.options.app_dir.resolve()
+            applied = apply_local_settings(app_dir)
+            if applied:
+                logger.info("local.settings.json: set %s", ", ".join(sorted(applied)))
+            prefix, task_hub = host_settings(app_dir)
             # Local model hook (devhost/local_model.py): with no model endpoint configured, serve a
             # small model on loopback and set OPENAI_BASE_URL/OPENAI_MODEL before the app is indexed.
             local_model = start_if_unconfigured() if self.options.local_model else None
@@ -248,14 +249,15 @@ class DevHost:
             backend.start()
             try:
                 logger.info("backend: %s", backend.description)
-                await self._serve(sock, functions, backend, task_hub, prefix)
+                served = await self._serve(sock, functions, backend, task_hub, prefix)
             finally:
                 backend.stop()
         finally:
             sock.close()
             if local_model is not None:  # local model hook
                 local_model.stop()
-            logger.info("devhost stopped")
+            if served:  # a failed start says why in one line, not followed by this
+                logger.info("devhost stopped")
 
     async def _serve(
         self,
@@ -264,7 +266,8 @@ class DevHost:
         backend: Backend,
         task_hub: str,
         prefix: str,
-    ) -> None:
+    ) -> bool:
+        """Probe, warm up, serve until told to stop; False if warmup stopped the start."""
         problem = await backend.probe()
         if problem is not None:
             logger.warning(
@@ -287,6 +290,7 @@ class DevHost:
         try:
             await run_warmups(functions, invoker)
             await self._run(sock, functions, backend, invoker, management_client, prefix)
+            return True
         finally:
             await management_client.close()
             invoker.close()

@@ -42,7 +42,9 @@ def crash(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="start/{name}", methods=["POST"])
 @app.durable_client_input(client_name="client")
 async def start(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
-    instance_id = await client.schedule_new_orchestration(req.route_params["name"])
+    instance_id = await client.schedule_new_orchestration(
+        req.route_params["name"], input=req.params.get("input"), instance_id=req.params.get("id")
+    )
     return client.create_check_status_response(req, instance_id)
 
 
@@ -124,7 +126,9 @@ def counter(context: EntityContext, amount: Any) -> Any:
 @app.durable_client_input(client_name="client")
 async def count(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
     """Starts `counts`, which calls the counter entity."""
-    instance_id = await client.schedule_new_orchestration("counts", input=req.route_params["key"])
+    instance_id = await client.schedule_new_orchestration(
+        "counts", input=req.route_params["key"], instance_id=req.params.get("id")
+    )
     return client.create_check_status_response(req, instance_id)
 
 
