@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,8 @@ class ThreadStore:
         after `seen` (a hint; a backend may answer at once)."""
         metadata: list[tuple[str, str]] = []
         if wait_ms > 0:
-            metadata = [(WAIT_MS_HEADER, str(wait_ms)), (SINCE_HEADER, repr(seen or 0.0))]
+            since = datetime.fromtimestamp(seen or 0.0, UTC).isoformat()
+            metadata = [(WAIT_MS_HEADER, str(wait_ms)), (SINCE_HEADER, since)]
         request = pb.GetEntityRequest(instanceId=_entity_id(name, key), includeState=True)
         # The client's stub protocol omits gRPC's per-call metadata, which the real stub takes.
         stub: Any = self._client._get_stub()
@@ -79,6 +81,19 @@ class ThreadStore:
             entity.lastModifiedTime.ToNanoseconds() / 1e9 if entity.HasField("lastModifiedTime") else 0.0
         )
         return EntityRead(True, json.loads(raw) if raw else None, modified)
+
+    async def wait_instance(self, instance_id: str, *, seen: float, wait_ms: int) -> float:
+        """Long-poll an orchestration instance; returns its last-updated time (0 if absent)."""
+        metadata = [
+            (WAIT_MS_HEADER, str(wait_ms)),
+            (SINCE_HEADER, datetime.fromtimestamp(seen, UTC).isoformat()),
+        ]
+        stub: Any = self._client._get_stub()
+        request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=False)
+        response: pb.GetInstanceResponse = await stub.GetInstance(request, metadata=metadata)
+        if not response.exists or not response.orchestrationState.HasField("lastUpdatedTimestamp"):
+            return 0.0
+        return float(response.orchestrationState.lastUpdatedTimestamp.ToNanoseconds() / 1e9)
 
     async def exists(self, name: str, key: str) -> bool:
         read = await self.read(name, key)

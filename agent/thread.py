@@ -158,6 +158,8 @@ class ThreadState:
     last_message_id: str | None = None
     #: the user entry of the last answered turn: {"id", "seq"}
     last_turn: dict[str, Any] | None = None
+    #: how many times the orchestration continued as new
+    generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +174,7 @@ class ThreadState:
             "last_state": self.last_state,
             "last_message_id": self.last_message_id,
             "last_turn": self.last_turn,
+            "generation": self.generation,
         }
 
     @staticmethod
@@ -200,6 +203,7 @@ class ThreadState:
             last_state=last_state if last_state in THREAD_STATES else "idle",
             last_message_id=data.get("last_message_id"),
             last_turn=dict(last_turn) if isinstance(last_turn, Mapping) else None,
+            generation=int(data.get("generation") or 0),
         )
 
     def find_recent(self, message_id: str) -> tuple[str, int] | None:
@@ -232,6 +236,8 @@ class ThreadStatus:
     last_turn: dict[str, Any] | None = None
     tools: tuple[str, ...] = ()
     pending_approvals: tuple[dict[str, Any], ...] = ()
+    #: the orchestration's generation (continue-as-new count)
+    generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -258,4 +264,5 @@ class ThreadStatus:
             pending_approvals=tuple(
                 dict(p) for p in data.get("pending_approvals") or () if isinstance(p, Mapping)
             ),
+            generation=int(data.get("generation") or 0),
         )

@@ -110,6 +110,7 @@ class ThreadSummary:
     updated_at: str | None
     runtime_status: str
     metadata: dict[str, Any]
+    generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -178,6 +179,7 @@ class ThreadService:
             updated_at=(status.updated_at if status else custom.get("updated_at")) or config.created_at,
             runtime_status=status_name(instance.runtime_status),
             metadata=config.metadata,
+            generation=status.generation if status else 0,
         )
 
     async def _legacy(self, thread_id: str) -> legacy_history.HistoryState:
@@ -304,11 +306,11 @@ class ThreadService:
         wait_ms = max(1, int(seconds * 1000))
         async with backend_errors():
             if found.get("message") is None:
-                before = await self._store.message(thread_id, message_id)
-                if before.exists:
+                # queued: the next change is the thread taking a message (its status changes)
+                seen = await self._store.wait_instance(thread_id, seen=0.0, wait_ms=0)
+                if (await self._store.message(thread_id, message_id)).exists:
                     return True
-                after = await self._store.message(thread_id, message_id, wait_ms=wait_ms, seen=0.0)
-                return after.exists
+                return await self._store.wait_instance(thread_id, seen=seen, wait_ms=wait_ms) != seen
             page_key = child_key(thread_id, history.page_of(int(found["message"]["seq"]) + 1))
             before = await self._store.read(PAGE_ENTITY, page_key)
             after = await self._store.read(PAGE_ENTITY, page_key, wait_ms=wait_ms, seen=before.modified)

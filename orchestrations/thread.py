@@ -96,6 +96,7 @@ def _status(
         last_message_id=state.last_message_id,
         answering=answering,
         last_turn=state.last_turn,
+        generation=state.generation,
     )
     ctx.set_custom_status(status.to_dict())
 
@@ -298,7 +299,7 @@ def run_thread(ctx: task.OrchestrationContext, raw_input: Any) -> Generator[task
         generation.bytes += sent
         generation.turns += 1
         if generation.full(state.config.payload_cap_bytes):
-            ctx.continue_as_new(state.to_dict(), save_events=True)
+            ctx.continue_as_new(replace(state, generation=state.generation + 1).to_dict(), save_events=True)
             return
 
 
