@@ -11,24 +11,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
-from tests.integration.harness import REPO, Api, DevhostProcess
+from tests.integration.harness import Api, DevhostProcess
 from tests.unit.test_auth import AUDIENCE, CLIENT_ID, TENANT, JwksServer, jwk, new_key, token
-
-
-def entra_wired() -> bool:
-    """Whether the HTTP API asks agent.auth who the caller is (the lead wires it in)."""
-    return any("principal_for" in path.read_text() for path in (REPO / "http_api").glob("*.py"))
-
-
-requires_wiring = pytest.mark.skipif(
-    not entra_wired(), reason="http_api does not call agent.auth.principal_for yet"
-)
 
 
 @dataclass
@@ -41,7 +32,7 @@ class EntraHost:
     def api(self) -> Api:
         return self.host.api
 
-    def token_for(self, oid: str, **claims: object) -> str:
+    def token_for(self, oid: str, **claims: Any) -> str:
         return token(self.key, oid=oid, **claims)
 
 
@@ -78,7 +69,6 @@ def test_health_needs_no_token(entra_host: EntraHost) -> None:
     assert entra_host.api.get("/api/health").status == 200
 
 
-@requires_wiring
 def test_no_token_is_a_401_that_says_what_to_send(entra_host: EntraHost) -> None:
     reply = entra_host.api.post("/api/threads", {})
     assert reply.status == 401
@@ -86,14 +76,12 @@ def test_no_token_is_a_401_that_says_what_to_send(entra_host: EntraHost) -> None
     assert "Authorization: Bearer" in reply.json["detail"]
 
 
-@requires_wiring
 def test_forged_principal_header_alone_is_refused(entra_host: EntraHost) -> None:
     forged = {"X-MS-CLIENT-PRINCIPAL-ID": "someone-else"}
     reply = entra_host.api.request("POST", "/api/threads", {}, headers=forged)
     assert reply.status == 401
 
 
-@requires_wiring
 def test_threads_belong_to_the_tokens_oid(entra_host: EntraHost, model: FakeModelServer) -> None:
     api = entra_host.api
     alice = bearer(entra_host.token_for(unique("alice")))
@@ -113,7 +101,6 @@ def test_threads_belong_to_the_tokens_oid(entra_host: EntraHost, model: FakeMode
     assert api.request("GET", f"/api/threads/{thread}", headers=as_alice).status == 404
 
 
-@requires_wiring
 @pytest.mark.parametrize(
     ("claims", "expected"),
     [
@@ -124,7 +111,7 @@ def test_threads_belong_to_the_tokens_oid(entra_host: EntraHost, model: FakeMode
     ids=["expired", "audience", "issuer"],
 )
 def test_bad_tokens_are_refused_without_quoting_them(
-    entra_host: EntraHost, claims: dict[str, object], expected: str
+    entra_host: EntraHost, claims: dict[str, Any], expected: str
 ) -> None:
     bad = entra_host.token_for(unique("carol"), **claims)
     reply = entra_host.api.request("POST", "/api/threads", {}, headers=bearer(bad))
@@ -134,7 +121,6 @@ def test_bad_tokens_are_refused_without_quoting_them(
     assert bad.split(".")[2] not in reply.body.decode()
 
 
-@requires_wiring
 def test_a_token_signed_by_another_key_is_refused(entra_host: EntraHost) -> None:
     forged = token(new_key(), kid="key-1", oid=unique("mallory"))
     reply = entra_host.api.request("POST", "/api/threads", {}, headers=bearer(forged))

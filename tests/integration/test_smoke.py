@@ -14,7 +14,7 @@ import pytest
 from tests.fakes.model_server import FakeModelServer, error
 from tests.integration.conftest import model_env
 from tests.integration.harness import REPO, DevhostProcess, free_port
-from tests.integration.test_entra_auth import EntraHost, entra_host, requires_wiring  # noqa: F401
+from tests.integration.test_entra_auth import EntraHost, entra_host  # noqa: F401
 from tests.unit.test_auth import token
 
 SMOKE = REPO / "scripts" / "smoke"
@@ -110,7 +110,6 @@ def test_azd_mode_with_a_given_key(host: DevhostProcess, model: FakeModelServer)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@requires_wiring
 def test_passing_run_with_entra_auth(entra_host: EntraHost, model: FakeModelServer) -> None:  # noqa: F811
     valid = token(entra_host.key, oid="smoke-user")
     done = smoke(entra_host.api.base_url, env={"SMOKE_TOKEN": valid})
