@@ -45,6 +45,10 @@ class Script:
         (500, True),
         (503, True),
         (599, True),
+        (600, False),  # not an HTTP status a server may send; nothing to retry
+        (407, False),
+        (410, False),
+        (499, False),
         (400, False),
         (401, False),
         (403, False),
@@ -65,6 +69,64 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds({"Retry-After": "soon"}) is None
     assert retry_after_seconds({"retry-after-ms": "x", "Retry-After": "2"}) == 2.0
     assert retry_after_seconds({}) is None
+
+
+def test_retry_after_edge_cases() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    # negative and past waits are no wait at all, in every form
+    assert retry_after_seconds({"retry-after-ms": "-5"}) == 0.0
+    assert retry_after_seconds({"Retry-After": format_datetime(now - timedelta(seconds=30))}, now=now) == 0.0
+    # an HTTP date in "-0000" form parses without a zone: it is UTC
+    naive = format_datetime((now + timedelta(seconds=30)).replace(tzinfo=None))
+    assert naive.endswith("-0000")
+    assert retry_after_seconds({"Retry-After": naive}, now=now) == 30.0
+    # without `now`, the wall clock (in UTC) is the reference
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert retry_after_seconds({"Retry-After": format_datetime(later)}) == pytest.approx(3600, abs=5)
+    # values that are numbers but not finite are no hint
+    assert retry_after_seconds({"Retry-After": "inf"}) is None
+    assert retry_after_seconds({"Retry-After": "nan"}) is None
+    assert retry_after_seconds({"retry-after-ms": "inf", "Retry-After": "2"}) == 2.0
+
+
+class StepClock:
+    """A clock that moves only when slept on, so budget boundaries are exact."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.time += seconds
+
+
+def test_a_wait_that_would_end_exactly_at_the_budget_is_not_taken() -> None:
+    clock = StepClock()
+    settings = RetrySettings(timeout_seconds=60.0, max_attempts=10, max_total_seconds=10.0)
+    script = Script(*[TransientModelError("429", retry_after=5.0) for _ in range(5)])
+    with pytest.raises(ModelUnavailableError, match="10s retry budget"):
+        RetryPolicy(settings, sleep=clock.sleep, clock=clock.now).call(script)
+    # t=0 fails, wait 5; t=5 fails, and 5 + 5 reaches the budget: stop, no third attempt.
+    assert clock.sleeps == [5.0]
+    assert len(script.timeouts) == 2
+
+
+def test_one_attempt_is_singular_and_the_default_name_is_model_call() -> None:
+    with pytest.raises(ModelUnavailableError) as raised:
+        policy(FakeClock(), attempts=1).call(Script(TransientModelError("HTTP 500")))
+    assert str(raised.value).startswith("model call failed after 1 attempt in ")
+
+
+def test_a_permanent_failure_is_logged_as_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="agent.retry")
+    with pytest.raises(ModelRejectedError):
+        policy(FakeClock()).call(Script(ModelRejectedError("HTTP 401 from x")), what="chat completion")
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == ["chat completion failed: HTTP 401 from x; not retried"]
 
 
 def test_transient_failures_are_retried_until_success() -> None:
@@ -116,8 +178,8 @@ def test_attempt_limit_gives_up_with_a_useful_message(caplog: pytest.LogCaptureF
     assert isinstance(raised.value.__cause__, TransientModelError)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
-    assert "attempt 1/3 failed: HTTP 503 from model; retrying in" in lines[0]
-    assert "attempt 3/3 failed: HTTP 503 from model; giving up" in lines[2]
+    assert lines[0].startswith("chat completion attempt 1/3 failed: HTTP 503 from model; retrying in ")
+    assert lines[2] == "chat completion attempt 3/3 failed: HTTP 503 from model; giving up"
 
 
 def test_total_time_limit_stops_before_a_wait_that_would_overrun() -> None:
