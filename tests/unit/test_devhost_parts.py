@@ -10,6 +10,7 @@ import pytest
 
 from devhost.connection import BackendAddressError, parse_backend_address
 from devhost.host import apply_local_settings, host_settings
+from devhost.logs import escape, redact_query
 from devhost.routing import compile_route
 
 
@@ -102,3 +103,27 @@ def test_local_settings_do_not_override_the_environment(
         assert os.environ["DA_TEST_NEW"] == "file"
     finally:
         os.environ.pop("DA_TEST_NEW", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "logged"),
+    [
+        ("GET /a\nb", "GET /a\\nb"),
+        ("x\r\ny", "x\\r\\ny"),
+        ("tab\there", "tab\\there"),
+        ("esc\x1b[31m", "esc\\x1b[31m"),
+        ("nel\x85del\x7f", "nel\\x85del\\x7f"),
+        ("ls\u2028ps\u2029", "ls\\u2028ps\\u2029"),
+        ("plain ünïcode", "plain ünïcode"),
+    ],
+)
+def test_log_escape_keeps_one_record_on_one_line(raw: str, logged: str) -> None:
+    assert escape(raw) == logged
+    assert escape(escape(raw)) == logged  # escaping twice changes nothing
+
+
+def test_the_management_key_never_reaches_the_log() -> None:
+    assert redact_query("code=s3cret&top=2") == "code=***&top=2"
+    assert redact_query("Code=a&CODE=b") == "Code=***&CODE=***"
+    assert redact_query("top=2&q=%0A") == "top=2&q=%0A"  # untouched without a secret
+    assert "s3cret" not in redact_query("x=1&code=s3cret%0A")
