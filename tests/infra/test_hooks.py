@@ -78,7 +78,7 @@ def fake_azd(tmp_path: Path) -> Path:
 
 
 def run_preprovision(
-    fake_azd: Path | None, claims: dict[str, Any] | None, **env: str
+    fake_azd: Path | None, claims: dict[str, Any] | None, python: str = sys.executable, **env: str
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "FAKE_AZD")) and k != "PATH"}
     path = os.environ.get("PATH", "")
@@ -89,7 +89,7 @@ def run_preprovision(
     else:
         clean["PATH"] = os.pathsep.join(p for p in path.split(os.pathsep) if not (Path(p) / "azd").exists())
     return subprocess.run(
-        [sys.executable, str(PREPROVISION)],
+        [python, str(PREPROVISION)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -124,6 +124,13 @@ def test_user_passes_without_setting_anything(fake_azd: Path) -> None:
     assert "AZURE_PRINCIPAL_TYPE=User matches azd's sign-in" in done.stdout
     assert "auth off" in done.stdout
     assert "model gpt-5.4-mini 2026-03-17" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("python3.11") is None, reason="no python3.11 here")
+def test_runs_on_python_311(fake_azd: Path) -> None:
+    done = run_preprovision(fake_azd, SERVICE_PRINCIPAL, python=shutil.which("python3.11") or "python3.11")
+    assert done.returncode == 1
+    assert "fix: azd env set AZURE_PRINCIPAL_TYPE ServicePrincipal" in done.stdout
 
 
 def test_user_with_service_principal_type_fails(fake_azd: Path) -> None:
