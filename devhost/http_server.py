@@ -30,7 +30,7 @@ import grpc
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +39,7 @@ from devhost.app_index import HTTP_TRIGGER, IndexedFunction
 from devhost.http_types import Problem, problem
 from devhost.invoker import Invoker
 from devhost.logs import escape, redact_query
+from devhost.management import PREFIX as MANAGEMENT_PREFIX
 from devhost.routing import RouteTemplate, compile_route
 
 logger = logging.getLogger("devhost.http")
@@ -77,6 +78,9 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            logger.info("%s: the client went away", describe_request(scope))
+            return
         except Exception:
             logger.exception("%s failed inside devhost", describe_request(scope))
             if status:
@@ -91,6 +95,27 @@ def describe_request(scope: Scope) -> str:
     query = redact_query(scope.get("query_string", b"").decode("latin-1"))
     target = scope.get("path", "") + (f"?{query}" if query else "")
     return escape(f"{scope.get('method', '?')} {target}")
+
+
+class CanonicalPrefix:
+    """The Functions host matches its webhook paths case-insensitively (Durable Functions'
+    own docs write `/runtime/webhooks/durableTask`); Starlette's router does not. This
+    rewrites the prefix to its one spelling, so every spelling reaches the same routes
+    (and the same key check)."""
+
+    def __init__(self, app: ASGIApp, prefixes: Sequence[str]) -> None:
+        self.app = app
+        self._prefixes = [(p.lower(), p) for p in prefixes]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        lowered = path.lower()
+        for folded, canonical in self._prefixes:
+            if lowered.startswith(folded) and not path.startswith(canonical):
+                if len(path) == len(canonical) or path[len(canonical)] == "/":
+                    scope = {**scope, "path": canonical + path[len(canonical) :]}
+                break
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -237,6 +262,10 @@ def build_app(
     handlers: dict[Any, Any] = {HTTPException: http_problem, grpc.aio.AioRpcError: backend_problem}
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLog), Middleware(BodyLimit)],
+        middleware=[
+            Middleware(AccessLog),
+            Middleware(CanonicalPrefix, prefixes=[MANAGEMENT_PREFIX]),
+            Middleware(BodyLimit),
+        ],
         exception_handlers=handlers,
     )

@@ -215,6 +215,12 @@ def test_unknown_management_routes_and_methods_are_problems(api: Api) -> None:
     assert "GET" in reply.headers["allow"]
 
 
+def test_the_webhook_prefix_matches_in_any_case_as_in_functions(api: Api) -> None:
+    assert api.get("/runtime/webhooks/durableTask/instances?top=1").status == 200
+    assert api.get("/Runtime/Webhooks/DurableTask/instances?top=1").status == 200
+    assert api.get("/runtime/webhooks/durabletaskx/instances").status == 404
+
+
 def test_without_ownership_the_api_is_open_and_no_key_is_made(host: DevhostProcess) -> None:
     assert host.api.get(f"{MANAGEMENT}/instances?top=1").status == 200
     assert f"management API: http://127.0.0.1:{host.port}{MANAGEMENT}" in host.log()

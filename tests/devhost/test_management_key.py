@@ -49,6 +49,7 @@ def test_every_management_route_needs_the_key(guarded: DevhostProcess) -> None:
         ("GET", f"{MANAGEMENT}/entities/counter/k", None),
         ("POST", f"{MANAGEMENT}/entities/counter/k?op=add", 1),
         ("GET", f"{MANAGEMENT}/nothing-here", None),
+        ("GET", "/runtime/webhooks/durableTask/instances", None),
     ]:
         for headers in ({}, {"x-functions-key": "wrong"}):
             reply = api.request(method, path, body, headers=headers)
