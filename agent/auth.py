@@ -258,7 +258,8 @@ class EntraTokenValidator:
             ) from None
         except jwt.ImmatureSignatureError:
             raise UnauthorizedError(
-                "The token is not valid yet (its 'nbf' is in the future). Check the client's clock."
+                "The token is not valid yet (its 'nbf' or 'iat' is in the future). Check the clock of "
+                "the machine that got it."
             ) from None
         except jwt.InvalidAudienceError:
             raise UnauthorizedError(

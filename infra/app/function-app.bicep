@@ -130,6 +130,20 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// With authMode entra the app validates tokens itself, so App Service Authentication (Easy
+// Auth) must not sit in front as a second validator with its own issuer and audience rules.
+// Earlier versions of these templates turned it on when auth was enabled, and removing a
+// resource from a template does not remove it from the site: declaring it off does.
+resource appServiceAuthOff 'Microsoft.Web/sites/config@2024-04-01' = if (authMode == 'entra') {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: false
+    }
+  }
+}
+
 // azd deploys with an Entra ID token, so basic-auth publishing (SCM and FTP) stays off.
 resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site

@@ -168,11 +168,24 @@ def test_auth_is_optional_and_validated_in_the_app() -> None:
     assert "authClientId\n" in audiences
     assert "param enableAuth bool = false" in main.text
     # No App Service Authentication (Easy Auth) in front: the app validates the tokens
-    # itself, so there is one validator, and it is the one the tests exercise.
+    # itself, so there is one validator, and it is the one the tests exercise. With auth on,
+    # the templates declare Easy Auth off, which also turns off what earlier versions of
+    # these templates turned on.
     assert not any(m.path == "app/auth.bicep" for m in main.modules)
-    for path in INFRA.rglob("*.bicep"):
-        assert "authsettingsV2" not in path.read_text(), path.name
-        assert load(path).resources_of("Microsoft.Web/sites/config") == [], path.name
+    configs = [
+        (path.name, r)
+        for path in INFRA.rglob("*.bicep")
+        for r in load(path).resources_of("Microsoft.Web/sites/config")
+    ]
+    assert len(configs) == 1
+    name, config = configs[0]
+    assert name == "function-app.bicep"
+    assert string_at(config.body, "name") == "authsettingsV2"
+    assert text_at(config.body, "properties") == "{\n    platform: {\n      enabled: false\n    }\n  }"
+    assert (
+        "resource appServiceAuthOff 'Microsoft.Web/sites/config@2024-04-01' = if (authMode == 'entra')"
+        in (load(APP / "function-app.bicep").text)
+    )
 
 
 # Every resource type the templates may use, with the API versions checked against the
@@ -191,6 +204,7 @@ KNOWN_TYPES = {
     "Microsoft.CognitiveServices/accounts/deployments": "2024-10-01",
     "Microsoft.Web/serverfarms": "2024-04-01",
     "Microsoft.Web/sites": "2024-04-01",
+    "Microsoft.Web/sites/config": "2024-04-01",
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2024-04-01",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
 }
