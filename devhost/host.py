@@ -40,6 +40,7 @@ from devhost.local_model import start_if_unconfigured
 from devhost.logs import escape
 from devhost.management import PREFIX as MANAGEMENT_PREFIX
 from devhost.management import ManagementApi, ManagementKey, ownership_mode
+from devhost.monitor import monitor_pages
 from devhost.work_items import WorkItemDriver
 
 logger = logging.getLogger("devhost")
@@ -199,11 +200,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def devhost_pages(client: AsyncTaskHubGrpcClient, prefix: str) -> list[BaseRoute]:
-    """devhost's own pages under /_devhost (the monitor). Placeholder: the monitor page
-    mounts here (`devhost.monitor.monitor_mount(client, api_prefix=prefix)`); with
-    ownership on it must sit behind the management key like the management API."""
-    return []
+def devhost_pages(client: AsyncTaskHubGrpcClient, prefix: str, key: str | None = None) -> list[BaseRoute]:
+    """devhost's own pages under /_devhost: the monitor (devhost/monitor). With ownership on,
+    its JSON routes need the management key, like the management API."""
+    return monitor_pages(client, api_prefix=prefix, key=key)
 
 
 class DevHost:
@@ -306,7 +306,7 @@ class DevHost:
     ) -> None:
         reason = ownership_mode(os.environ)
         key = ManagementKey.generate() if reason else None
-        pages = devhost_pages(management_client, prefix)
+        pages = devhost_pages(management_client, prefix, key)
         app = build_app(
             functions,
             invoker,

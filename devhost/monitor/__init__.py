@@ -7,21 +7,22 @@ the internet); everything it shows comes through the durabletask client (so it w
 every backend) and, for messages and approvals, through the app's own public HTTP API.
 devhost only: `.funcignore` keeps devhost out of the Azure package.
 
-Interface for devhost's HTTP layer (Starlette): mount `monitor_routes(client)` at
-`MOUNT_PATH`, e.g. `Mount(MOUNT_PATH, routes=monitor_routes(client, api_prefix=prefix))`,
-or take the ready `monitor_mount(client, api_prefix=prefix)`.
+Interface for devhost's HTTP layer (Starlette): add `monitor_pages(client, api_prefix=prefix,
+key=key)` to its routes (before any catch-all): the monitor mounted at `MOUNT_PATH` plus a
+redirect from `/_devhost` to `/_devhost/`. `monitor_routes` (relative routes) and
+`monitor_mount` (those mounted at `MOUNT_PATH`) are the pieces.
 """
 
 from __future__ import annotations
 
 from durabletask.client import AsyncTaskHubGrpcClient
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 
-from devhost.monitor.routes import build_routes
+from devhost.monitor.routes import build_routes, to_index
 
 MOUNT_PATH = "/_devhost"
 
-__all__ = ["MOUNT_PATH", "monitor_mount", "monitor_routes"]
+__all__ = ["MOUNT_PATH", "monitor_mount", "monitor_pages", "monitor_routes"]
 
 
 def monitor_routes(
@@ -42,3 +43,13 @@ def monitor_mount(
     """`monitor_routes` mounted at `MOUNT_PATH`."""
     routes = monitor_routes(client, api_prefix=api_prefix, key=key)
     return Mount(MOUNT_PATH, routes=routes, name="devhost-monitor")
+
+
+def monitor_pages(
+    client: AsyncTaskHubGrpcClient, *, api_prefix: str = "api", key: str | None = None
+) -> list[BaseRoute]:
+    """Everything devhost serves for the monitor: `monitor_mount` and the `/_devhost` redirect."""
+    return [
+        Route(MOUNT_PATH, to_index, methods=["GET", "HEAD"]),
+        monitor_mount(client, api_prefix=api_prefix, key=key),
+    ]

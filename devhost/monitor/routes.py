@@ -34,7 +34,7 @@ from durabletask.entities import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -274,6 +274,11 @@ PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
+
+
+async def to_index(request: Request) -> Response:
+    """`/_devhost` -> `/_devhost/`: the page's relative URLs need the slash."""
+    return RedirectResponse(request.url.path.rstrip("/") + "/", status_code=307)
 
 
 async def _index(request: Request) -> Response:

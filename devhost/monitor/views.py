@@ -24,6 +24,10 @@ _COMPLETIONS: dict[type[history.HistoryEvent], str] = {
     history.TimerFiredEvent: "timer_id",
 }
 _ENTITY_STARTS = (history.EntityOperationCalledEvent,)
+#: timeline types that a later event completes
+_STARTS = frozenset(
+    {"TaskScheduled", "SubOrchestrationInstanceCreated", "TimerCreated", "EntityOperationCalled"}
+)
 _ENTITY_COMPLETIONS = (history.EntityOperationCompletedEvent, history.EntityOperationFailedEvent)
 #: payload fields, in the order the page shows them
 _PAYLOAD_FIELDS = ("input", "result", "output", "data")
@@ -144,7 +148,8 @@ def _details(event: history.HistoryEvent) -> dict[str, Any]:
 def history_timeline(events: list[history.HistoryEvent]) -> list[dict[str, Any]]:
     """The history as timeline rows. A row that completes an earlier one (task, timer,
     sub-orchestration, entity call) names it in `completes` and carries `duration_ms`
-    since it was scheduled; the scheduled row gets `completed_by` and the same duration."""
+    since it was scheduled; the scheduled row gets `completed_by` and the same duration,
+    or `open` while nothing has completed it."""
     rows: list[dict[str, Any]] = []
     by_event_id: dict[int, dict[str, Any]] = {}
     by_request_id: dict[str, dict[str, Any]] = {}
@@ -186,6 +191,8 @@ def history_timeline(events: list[history.HistoryEvent]) -> list[dict[str, Any]]
         rows.append(row)
     for row in rows:
         del row["_timestamp"]
+        if row["type"] in _STARTS and "completed_by" not in row:
+            row["open"] = True  # scheduled and not completed (yet)
     return rows
 
 

@@ -363,8 +363,7 @@
       detail.state ? el("span", { id: "t-state" }, badge(detail.state)) : null,
       detail.agent ? [sep(), el("span", {}, "agent ", el("strong", {}, detail.agent))] : null,
       detail.turn !== null && detail.turn !== undefined ? [sep(), el("span", {}, "turn " + detail.turn)] : null,
-      [sep(), el("span", { title: detail.created_at }, "created " + ago(detail.created_at))],
-      [sep(), el("span", { title: detail.last_updated_at }, "updated " + ago(detail.last_updated_at))],
+      [sep(), el("span", { title: "created " + detail.created_at }, "updated " + ago(detail.last_updated_at))],
     ]);
     const status = detail.runtime_status;
     const enabled = {
@@ -483,6 +482,8 @@
 
   function renderTimeline() {
     const list = $("timeline");
+    // follow the newest event unless the reader scrolled up
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     clear(list);
     const showSteps = $("show-steps").checked;
     const rows = view.history.filter((e) => showSteps || !STEP_TYPES.has(e.type));
@@ -516,11 +517,14 @@
           ),
           event.duration_ms !== undefined && event.duration_ms !== null
             ? el("span", { class: "dur", title: "scheduled → completed" }, duration(event.duration_ms))
-            : el("span", {}),
+            : event.open
+              ? el("span", { class: "dur open", title: "not completed yet" }, "waiting")
+              : el("span", {}),
           payloads.length ? el("div", { class: "payloads" }, payloads) : null,
         ),
       );
     }
+    if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
   function renderState(detail) {
@@ -613,7 +617,7 @@
       await Promise.all([loadList(), refreshDetail()]);
       setLive(true, "live · " + new Date().toLocaleTimeString());
     } catch (error) {
-      setLive(false, "devhost unreachable: " + error.message);
+      setLive(false, error.status ? error.message : "devhost unreachable: " + error.message);
     }
   }
 

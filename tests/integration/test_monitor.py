@@ -1,0 +1,284 @@
+"""devhost's monitor page at /_devhost/: its JSON routes on every backend, and the page itself
+in a real headless Chromium (Playwright) against devhost running the app with the fake model.
+
+The browser test launches Debian's chromium (`/usr/bin/chromium`, or `$CHROMIUM`); CI
+installs it (.ci/run). It is skipped, saying why, only when no chromium is installed. With
+`UPDATE_SCREENSHOTS=1` it also writes the README's screenshot, docs/monitor.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.model_server import FakeModelServer, echo
+from tests.integration.harness import REPO, Api, DevhostProcess, Reply, wait_until
+
+MONITOR = "/_devhost"
+XSS = "<script>window.__pwned=1</script><b>x</b>"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = REPO / "docs" / "monitor.png"
+
+
+def chromium_path() -> str | None:
+    candidate = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
+    if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def new_thread(api: Api, metadata: dict[str, Any] | None = None) -> str:
+    thread_id = f"t-{uuid.uuid4().hex[:10]}"
+    reply = api.post("/api/threads", {"thread_id": thread_id, "metadata": metadata or {}})
+    assert reply.status == 201, reply.body
+    return thread_id
+
+
+def say(api: Api, thread_id: str, content: str) -> dict[str, Any]:
+    reply = api.post(f"/api/threads/{thread_id}/messages?wait=60", {"content": content})
+    assert reply.status == 200, reply.body
+    body: dict[str, Any] = reply.json
+    return body
+
+
+def monitor(api: Api, path: str) -> Reply:
+    return api.get(f"{MONITOR}/api/{path}")
+
+
+def act(api: Api, thread_id: str, action: str, body: Any = None, **kwargs: Any) -> Reply:
+    return api.post(f"{MONITOR}/api/instances/{thread_id}/{action}", {} if body is None else body, **kwargs)
+
+
+def runtime_status(api: Api, thread_id: str) -> str:
+    reply = monitor(api, f"instances/{thread_id}")
+    return str(reply.json["runtime_status"]) if reply.status == 200 else f"HTTP {reply.status}"
+
+
+def wait_for_status(api: Api, thread_id: str, status: str) -> None:
+    wait_until(lambda: runtime_status(api, thread_id) == status, timeout=30, what=f"{thread_id} {status}")
+
+
+def assert_problem(reply: Reply, status: int, fragment: str) -> None:
+    assert reply.status == status, (reply.status, reply.body)
+    assert reply.content_type.startswith("application/problem+json"), reply.content_type
+    assert fragment in reply.json["detail"], reply.json
+
+
+# -- JSON routes, on every backend ------------------------------------------------------------
+
+
+def test_page_and_assets_are_served_from_devhost_only(api: Api) -> None:
+    page = api.get(f"{MONITOR}/")
+    assert page.status == 200
+    assert page.content_type.startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert api.get(MONITOR).body == page.body  # /_devhost redirects to /_devhost/
+    for asset, kind in (("monitor.js", "javascript"), ("monitor.css", "text/css")):
+        reply = api.get(f"{MONITOR}/static/{asset}")
+        assert reply.status == 200 and kind in reply.content_type, (asset, reply.content_type)
+        # nothing is loaded from the internet, nothing is parsed as HTML
+        assert b"http://" not in reply.body and b"https://" not in reply.body, asset
+        assert b"innerHTML" not in reply.body and b"insertAdjacentHTML" not in reply.body, asset
+    assert b"http:" not in page.body and b"https:" not in page.body
+    assert monitor(api, "config").json["api_prefix"] == "/api"
+
+
+def test_lists_threads_and_shows_state_history_and_entities(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api, {"user": "ada"})
+    say(api, thread_id, "Hello monitor")
+
+    listed = monitor(api, "instances").json
+    row = next(r for r in listed["instances"] if r["instance_id"] == thread_id)
+    assert row["name"] == "thread" and row["runtime_status"] == "Running"
+    assert row["state"] == "idle" and row["turn"] == 1
+    assert row["last_updated_at"].endswith("Z")
+    assert all(r["name"] == "thread" for r in listed["instances"])
+
+    detail = monitor(api, f"instances/{thread_id}").json
+    assert detail["custom_status"]["state"] == "idle"
+    assert detail["input"] is not None and detail["failure"] is None
+    assert detail["approvals"] == []
+
+    events = monitor(api, f"instances/{thread_id}/history").json["events"]
+    types = [e["type"] for e in events]
+    assert "ExecutionStarted" in types, types
+    started = events[types.index("ExecutionStarted")]
+    assert started["name"] == "thread" and started["timestamp"].endswith("Z")
+
+    assert monitor(api, f"instances/{thread_id}/entities").status == 200
+    assert_problem(monitor(api, "instances/no-such-thread"), 404, "no-such-thread")
+    assert_problem(monitor(api, "instances?limit=0"), 400, "limit")
+
+
+def test_a_scheduled_call_is_paired_with_its_completion(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(echo(delay=2.0))
+    api.post(f"/api/threads/{thread_id}/messages", {"content": "slowly"})
+
+    def scheduled_model_call() -> dict[str, Any] | None:
+        events = monitor(api, f"instances/{thread_id}/history").json["events"]
+        return next((e for e in events if e["type"] == "TaskScheduled"), None)
+
+    call = wait_until(scheduled_model_call, timeout=30, what="the model call in the history")
+    assert call["name"] and call["open"] and "duration_ms" not in call  # still running
+    events = monitor(api, f"instances/{thread_id}/history").json["events"]
+    raised = [e for e in events if e["type"] == "EventRaised"]
+    assert raised and raised[0]["name"] == "user_message"
+    assert raised[0]["input"]["content"] == "slowly"
+    for event in events:
+        if "completed_by" in event:
+            completion = events[event["completed_by"]]
+            assert completion["completes"] == event["index"]
+            assert event["duration_ms"] == completion["duration_ms"] >= 0
+    wait_until(lambda: monitor(api, f"instances/{thread_id}").json["state"] == "idle", timeout=30)
+
+
+def test_actions_suspend_resume_raise_terminate_purge(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    say(api, thread_id, "before")
+
+    assert act(api, thread_id, "suspend", {"reason": "looking"}).status == 202
+    wait_for_status(api, thread_id, "Suspended")
+    row = next(r for r in monitor(api, "instances").json["instances"] if r["instance_id"] == thread_id)
+    assert row["runtime_status"] == "Suspended"
+    assert act(api, thread_id, "resume").status == 202
+    wait_for_status(api, thread_id, "Running")
+
+    event = {"name": "user_message", "data": {"id": "from-monitor", "content": "raised by hand"}}
+    assert act(api, thread_id, "raise-event", event).status == 202
+    answer = api.get(f"/api/threads/{thread_id}/messages/from-monitor?wait=60").json
+    assert answer["status"] == "answered", answer
+
+    assert_problem(act(api, thread_id, "purge"), 409, "finished")
+    assert act(api, thread_id, "terminate", {"reason": "done"}).status == 202
+    wait_for_status(api, thread_id, "Terminated")
+    purged = act(api, thread_id, "purge")
+    assert purged.status == 200 and purged.json["deleted"] == 1
+    assert_problem(monitor(api, f"instances/{thread_id}"), 404, thread_id)
+    assert all(r["instance_id"] != thread_id for r in monitor(api, "instances").json["instances"])
+
+
+def test_actions_refuse_bad_requests_and_other_origins(api: Api) -> None:
+    thread_id = new_thread(api)
+    assert_problem(act(api, thread_id, "raise-event", {"data": 1}), 400, "'name'")
+    assert_problem(act(api, thread_id, "raise-event", raw=b"{not json"), 400, "JSON")
+    assert_problem(act(api, thread_id, "rewind"), 404, "rewind")
+    assert_problem(act(api, "no-such-thread", "suspend"), 404, "no-such-thread")
+    # a cross-site form can post text/plain; a cross-site fetch names its origin
+    plain = act(api, thread_id, "terminate", raw=b"{}", headers={"Content-Type": "text/plain"})
+    assert_problem(plain, 415, "JSON")
+    foreign = act(api, thread_id, "terminate", headers={"Origin": "http://evil.example"})
+    assert_problem(foreign, 403, "cross-origin")
+    assert runtime_status(api, thread_id) in ("Pending", "Running")
+
+
+# -- the page in a real browser -----------------------------------------------------------------
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no chromium installed (apt-get install -y chromium; CI installs it in .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="monitor-chromium-") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            yield page
+            assert errors == [], errors
+        finally:
+            context.close()
+
+
+@pytest.mark.parametrize("devhost", ["sqlite"], indirect=True)
+def test_the_page_in_a_browser(
+    devhost: DevhostProcess, api: Api, model: FakeModelServer, browser_page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    for content in ("Summarise ticket 4711 for the on-call engineer.", "Draft a reply to the customer."):
+        say(api, new_thread(api), content)
+    paused = new_thread(api)
+    assert act(api, paused, "suspend").status == 202
+    thread_id = new_thread(api, {"user": "ada", "topic": "rivers"})
+    say(api, thread_id, "Name three rivers in Europe.")
+    say(api, thread_id, XSS)
+
+    page.goto(f"{devhost.api.base_url}{MONITOR}/")
+    row = page.locator(f"#threads tbody tr[data-id='{thread_id}']")
+    expect(row).to_be_visible(timeout=15_000)
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    row.click()
+    expect(page.locator("#t-id")).to_have_text(thread_id)
+
+    # the conversation, through the app's public API; model output is text, never HTML
+    messages = page.locator("#messages")
+    expect(messages.locator(".msg.user .bubble").first).to_have_text("Name three rivers in Europe.")
+    expect(messages.locator(".msg.user .bubble", has_text="window.__pwned")).to_have_text(XSS)
+    expect(messages.locator(".msg.assistant .bubble", has_text="window.__pwned")).to_have_text(f"echo: {XSS}")
+    assert messages.locator("b, script").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+    # the history timeline, its payloads folded
+    started = page.locator("#timeline li[data-type='ExecutionStarted']")
+    expect(started).to_be_visible()
+    started.locator("summary", has_text="input").click()
+    expect(started.locator("pre").first).to_contain_text('"metadata"')
+
+    # actions: suspend shows Suspended (header and list), resume runs it again
+    page.click("button[data-action='suspend']")
+    expect(page.locator("#t-runtime")).to_have_text("Suspended", timeout=15_000)
+    expect(row.locator(".badge").first).to_have_text("Suspended", timeout=15_000)
+    expect(page.locator("button[data-action='resume']")).to_be_enabled()
+    page.click("button[data-action='resume']")
+    expect(page.locator("#t-runtime")).to_have_text("Running", timeout=15_000)
+
+    # a turn in flight, for the screenshot: the message arrived, the model call is scheduled
+    model.enqueue(echo(delay=3.0))
+    api.post(f"/api/threads/{thread_id}/messages", {"content": "And three lakes?", "message_id": "q-lakes"})
+    model_call = page.locator("#timeline li[data-type='TaskScheduled']", has_text="call_model")
+    expect(model_call.last).to_be_visible(timeout=15_000)
+    expect(messages.locator(".msg.user .bubble", has_text="lakes")).to_be_visible(timeout=15_000)
+    started.locator("summary", has_text="input").click()  # folded again, for the screenshot
+    expect(page.locator("#flash")).to_be_hidden(timeout=10_000)
+    page.locator("#timeline").evaluate("list => { list.scrollTop = list.scrollHeight; }")  # newest
+    page.mouse.move(0, 0)
+    shot = tmp_path / "monitor.png"
+    page.screenshot(path=str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+
+    # the reply arrives without a reload
+    expect(messages.locator(".msg.assistant .bubble", has_text="lakes")).to_have_text(
+        "echo: And three lakes?", timeout=30_000
+    )
+    assert page.evaluate("typeof window.__pwned") == "undefined"
