@@ -78,7 +78,8 @@ def blob_put(state: Any, arg: Any) -> dict[str, Any]:
 
 
 def message_put(state: Any, arg: Any) -> dict[str, Any]:
-    """Record where a message sits. The first record wins; a retry only counts attempts."""
+    """Record where a message sits. The first record wins; a retry only counts attempts and
+    notes where its newest reply is (`reply_seq`)."""
     data = _object(arg, "message put")
     message_id, seq, digest = data.get("id"), data.get("seq"), data.get("digest")
     if not isinstance(message_id, str) or not ID_PATTERN.fullmatch(message_id):
@@ -88,6 +89,9 @@ def message_put(state: Any, arg: Any) -> dict[str, Any]:
     if isinstance(state, Mapping) and state.get("seq"):
         current = dict(state)
         current["attempts"] = max(int(current.get("attempts") or 1), int(data.get("attempt") or 1))
+        reply_seq = data.get("reply_seq")
+        if isinstance(reply_seq, int) and not isinstance(reply_seq, bool) and reply_seq > int(current["seq"]):
+            current["reply_seq"] = max(reply_seq, int(current.get("reply_seq") or 0))
         return current
     entry = history.validate_entry(_object(data.get("entry"), "message entry"))
     return {"id": message_id, "seq": seq, "digest": digest, "attempts": 1, "entry": entry}

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus
@@ -172,7 +172,9 @@ class ThreadStore:
             found += [
                 e.instanceId
                 for e in response.entities
-                if e.instanceId.startswith(prefix) and e.HasField("serializedState") and e.serializedState.value
+                if e.instanceId.startswith(prefix)
+                and e.HasField("serializedState")
+                and e.serializedState.value
             ]
             token = response.continuationToken.value if response.HasField("continuationToken") else None
             if not token:

@@ -87,11 +87,13 @@ class UserMessage:
     sent_at: str | None = None
     retry: bool = False
     retry_seq: int | None = None
+    #: which attempt at answering this is (2 for the first retry)
+    attempt: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if not self.retry:
-            del data["retry"], data["retry_seq"]
+            del data["retry"], data["retry_seq"], data["attempt"]
         return data
 
     @classmethod
@@ -101,12 +103,16 @@ class UserMessage:
             raise InvalidInputError(f"user_message event must be an object, got {type(data).__name__}")
         sent_at = data.get("sent_at")
         retry_seq = data.get("retry_seq")
+        attempt = data.get("attempt")
         return cls(
             id=check_id(data.get("id"), "message id"),
             content=check_content(data.get("content")),
             sent_at=sent_at if isinstance(sent_at, str) and is_utf8_text(sent_at) else None,
             retry=data.get("retry") is True,
             retry_seq=retry_seq if isinstance(retry_seq, int) and not isinstance(retry_seq, bool) else None,
+            attempt=attempt
+            if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 1
+            else 1,
         )
 
 

@@ -218,9 +218,9 @@ async def post_message(req: func.HttpRequest, client: df.DurableFunctionsClient)
     links = {"thread_id": thread_id, "message_id": message_id, "reply_url": reply_url}
     if wait > 0 or accepted.duplicate:
         found = await (
-            service.wait_for_reply(thread_id, message_id, wait)
+            service.wait_for_reply(thread_id, message_id, wait, accepted.after_seq)
             if wait
-            else service.reply(thread_id, message_id)
+            else service.reply(thread_id, message_id, accepted.after_seq)
         )
         if found["status"] in ("answered", "failed"):
             return json_response({**links, "status": found["status"], "reply": found["reply"]}, 200)

@@ -118,10 +118,12 @@ class ThreadSummary:
 
 @dataclass(frozen=True)
 class Accepted:
-    """What POST /messages did with a message: queued it, or found it already known."""
+    """What POST /messages did with a message: queued it, found it already known, or asked
+    for it to be answered again (then only a reply after `after_seq` is its answer)."""
 
     message_id: str
     duplicate: bool
+    after_seq: int = 0
 
 
 def _json(raw: str | None) -> Any:
@@ -252,10 +254,14 @@ class ThreadService:
                     present.add(seq)
         return sorted(entries, key=lambda e: int(e["seq"]))
 
-    async def reply(self, thread_id: str, message_id: str) -> dict[str, Any]:
-        """The message and its reply; status queued, answering, answered or failed."""
+    async def reply(self, thread_id: str, message_id: str, after_seq: int = 0) -> dict[str, Any]:
+        """The message and its reply; status queued, answering, answered or failed. With
+        `after_seq`, an older reply (a failure being retried) does not count yet."""
         instance = await self._instance(thread_id)
         found = await self._find(thread_id, message_id, instance)
+        reply = found.get("reply")
+        if after_seq and isinstance(reply, dict) and int(reply.get("seq") or 0) <= after_seq:
+            found = {**found, "status": "answering", "reply": None}
         return {"thread_id": thread_id, "message_id": message_id, **found}
 
     async def _find(self, thread_id: str, message_id: str, instance: OrchestrationState) -> dict[str, Any]:
@@ -278,7 +284,9 @@ class ThreadService:
             )
         return _outcome(message, history.final_reply(entries, message_id))
 
-    async def wait_for_reply(self, thread_id: str, message_id: str, seconds: float) -> dict[str, Any]:
+    async def wait_for_reply(
+        self, thread_id: str, message_id: str, seconds: float, after_seq: int = 0
+    ) -> dict[str, Any]:
         """Poll for the reply until it is there or `seconds` pass. Each poll is a long-poll
         hint to the backend (devhost answers when the message's record or page changes);
         where the hint is ignored, polls back off from REPLY_POLL_INITIAL_MS to _MAX_MS."""
@@ -287,7 +295,7 @@ class ThreadService:
         max_delay = (settings.reply_poll_max_ms if settings else 500) / 1000
         deadline = time.monotonic() + seconds
         while True:
-            found = await self.reply(thread_id, message_id)
+            found = await self.reply(thread_id, message_id, after_seq)
             remaining = deadline - time.monotonic()
             if found["status"] in ("answered", "failed") or remaining <= 0:
                 return found
@@ -398,7 +406,13 @@ class ThreadService:
                     sent_at=message.sent_at,
                     retry=True,
                     retry_seq=int(record.state["seq"]),
+                    attempt=int(record.state.get("attempts") or 1) + 1,
                 )
+                async with backend_errors():
+                    await self._client.raise_orchestration_event(
+                        thread_id, USER_MESSAGE_EVENT, data=to_send.to_dict()
+                    )
+                return Accepted(message.id, duplicate=False, after_seq=int(reply.get("seq") or 0))
         async with backend_errors():
             await self._client.raise_orchestration_event(
                 thread_id, USER_MESSAGE_EVENT, data=to_send.to_dict()

@@ -229,8 +229,18 @@ def answer(
         details = task.FailureDetails(f"malformed model reply: {malformed}", "ModelCallError", None)
         entry = _error_entry(ctx, reply_seq, message, details)
         outcome = "error"
-    if "attempt" not in entry and retry:
-        entry["attempt"] = 2
+    if retry:
+        entry["attempt"] = message.attempt
+        record = {
+            "id": message.id,
+            "seq": seq,
+            "digest": digest,
+            "attempt": message.attempt,
+            "reply_seq": reply_seq,
+        }
+        ctx.signal_entity(
+            EntityInstanceId(MESSAGE_ENTITY, child_key(ctx.instance_id, message.id)), "put", record
+        )
 
     stored = [entry] if retry else [user_entry, entry]
     sent += write_entries(ctx, state, stored)

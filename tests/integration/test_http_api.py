@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import unique
-from tests.integration.harness import Api
+from tests.integration.harness import Api, wait_until
 
 
 def assert_problem(reply: object, status: int, fragment: str) -> None:
@@ -42,7 +43,7 @@ def test_an_id_in_use_is_a_conflict(api: Api, thread_id: str) -> None:
     assert_problem(api.post("/api/threads", {"thread_id": thread_id}), 409, "already in use")
 
 
-@pytest.mark.parametrize("bad_id", ["has space", "x" * 65, "slash/y", "", 7])
+@pytest.mark.parametrize("bad_id", ["has space", "x" * 65, "slash/y", "", 7, "abc\n", "abc\r\n"])
 def test_bad_thread_ids_are_rejected(api: Api, bad_id: object) -> None:
     assert_problem(api.post("/api/threads", {"thread_id": bad_id}), 400, "thread_id")
 
@@ -144,4 +145,108 @@ def test_delete_leaves_nothing_behind(api: Api, thread_id: str, model: FakeModel
 
 def test_health_is_open(api: Api) -> None:
     reply = api.get("/api/health")
-    assert reply.status == 200 and reply.json == {"status": "ok", "model_configured": True}
+    assert reply.status == 200 and reply.json == {"status": "healthy", "model_configured": True}
+
+
+def test_bodies_that_are_not_json_get_415(api: Api, thread_id: str) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    for content_type in ("text/plain", "application/xml", "application/x-www-form-urlencoded"):
+        reply = api.post(path, raw=b'{"content": "hi"}', headers={"Content-Type": content_type})
+        assert_problem(reply, 415, "must be JSON")
+    accepted = api.post(
+        path, raw=b'{"content": "hi"}', headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert accepted.status == 202
+
+
+def test_deep_nesting_is_a_400_not_a_crash(api: Api, thread_id: str) -> None:
+    deep = b'{"content": "x", "k": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert_problem(api.post(f"/api/threads/{thread_id}/messages", raw=deep), 400, "deeper than")
+    assert_problem(
+        api.post("/api/threads", raw=b'{"metadata": ' + b'{"a":' * 50 + b"1" + b"}" * 51), 400, "deeper"
+    )
+
+
+def test_text_that_is_not_valid_unicode_is_refused_and_nothing_is_written(api: Api, thread_id: str) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    assert_problem(api.post(path, raw=b'{"content": "\\ud800"}'), 400, "not valid Unicode")
+    new_id = unique("t")
+    created = api.post(
+        "/api/threads", raw=json.dumps({"thread_id": new_id, "metadata": {"k": "\ud800"}}).encode()
+    )
+    assert_problem(created, 400, "not valid Unicode")
+    assert api.get(f"/api/threads/{new_id}").status == 404
+    assert api.get("/api/threads?limit=200").status == 200
+    assert api.get(f"/api/threads/{thread_id}").json["turn"] == 0
+
+
+def test_a_message_id_with_a_trailing_newline_is_refused_and_not_sent(api: Api, thread_id: str) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    assert_problem(api.post(path, {"content": "x", "message_id": "q\n"}), 400, "message_id")
+    assert api.get(f"/api/threads/{thread_id}").json["turn"] == 0
+    assert all(m["role"] == "system" for m in api.get(f"/api/threads/{thread_id}/messages").json["messages"])
+
+
+def test_a_reused_message_id_with_other_content_is_a_conflict(
+    api: Api, thread_id: str, model: FakeModelServer
+) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    message_id = unique()
+    assert api.post(f"{path}?wait=30", {"content": "first text", "message_id": message_id}).status == 200
+    reused = api.post(f"{path}?wait=5", {"content": "other text", "message_id": message_id})
+    assert_problem(reused, 409, "already used for other content")
+    assert len(model.requests) == 1
+
+
+def test_a_retryable_failure_is_answered_again_when_re_sent(
+    api: Api, thread_id: str, model: FakeModelServer
+) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    message_id = unique()
+    # every attempt of the first turn fails transiently, so the turn fails as retryable
+    model.enqueue(*[steps.error(503)] * 4)
+    failed = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
+    assert failed["status"] == "failed" and failed["reply"]["error"]["retryable"] is True
+    retried = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
+    assert retried["status"] == "answered" and retried["reply"]["content"] == "echo: try me"
+    assert retried["reply"]["attempt"] == 2
+    assert api.get(f"{path}/{message_id}").json["reply"]["content"] == "echo: try me"
+    # answered now: a further re-send returns the answer and does not ask the model again
+    asked = len(model.requests)
+    again = api.post(f"{path}?wait=5", {"content": "try me", "message_id": message_id}).json
+    assert again["reply"]["content"] == "echo: try me" and len(model.requests) == asked
+    users = [m for m in api.get(f"{path}?limit=200").json["messages"] if m["role"] == "user"]
+    assert [u["id"] for u in users] == [message_id]  # one user entry, two attempts
+
+
+def test_a_permanent_failure_is_not_retried_by_a_re_send(
+    api: Api, thread_id: str, model: FakeModelServer
+) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    message_id = unique()
+    model.enqueue(steps.error(400))
+    assert api.post(f"{path}?wait=60", {"content": "no", "message_id": message_id}).json["status"] == "failed"
+    again = api.post(f"{path}?wait=5", {"content": "no", "message_id": message_id})
+    assert again.status == 200 and again.json["status"] == "failed" and len(model.requests) == 1
+
+
+def test_wait_answers_202_when_the_reply_is_late(api: Api, thread_id: str, model: FakeModelServer) -> None:
+    model.enqueue(steps.reply("slow", delay=3))
+    late = api.post(f"/api/threads/{thread_id}/messages?wait=1", {"content": "take your time"})
+    assert late.status == 202 and late.json["status"] == "queued"
+    assert api.get(late.json["reply_url"] + "?wait=30").json["reply"]["content"] == "slow"
+
+
+def test_history_limit_defaults_to_50(api: Api, thread_id: str, model: FakeModelServer) -> None:
+    for i in range(25):
+        api.post(f"/api/threads/{thread_id}/messages", {"content": f"n{i}"})
+
+    def answered_all() -> bool:
+        thread = api.get(f"/api/threads/{thread_id}").json
+        return bool(thread["turn"] == 25 and thread["state"] == "idle")
+
+    wait_until(answered_all, what="25 turns answered")
+    page = api.get(f"/api/threads/{thread_id}/messages").json
+    assert len(page["messages"]) == 50 and page["next_after"] == 50
+    rest = api.get(f"/api/threads/{thread_id}/messages?after=50").json
+    assert [m["seq"] for m in rest["messages"]] == [51] and rest["next_after"] is None
