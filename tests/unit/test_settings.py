@@ -202,7 +202,8 @@ def test_health_reports_model_configured(
     finally:
         get_settings.cache_clear()
     assert response.status_code == 200
-    assert json.loads(response.get_body()) == {"status": "ok", "model_configured": configured}
+    # Only the promise under test: the status wording is the HTTP API's own business.
+    assert json.loads(response.get_body())["model_configured"] is configured
 
 
 def test_the_readme_documents_every_setting() -> None:
