@@ -20,6 +20,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from devhost.sqlite_hub import dispatch, entities, instances, steps, timers
 from devhost.sqlite_hub import events as ev
 from devhost.sqlite_hub.leases import DEFAULT_LEASE_SECONDS, Lease, LeaseKind, LeaseTable
+from devhost.sqlite_hub.longpoll import LongPoll
 from devhost.sqlite_hub.storage import Storage
 from devhost.sqlite_hub.tx import Tx, log
 
@@ -57,6 +58,7 @@ class TaskHub:
         self.leases = LeaseTable(lease_seconds)
         self.health_ping_seconds = HEALTH_PING_SECONDS
         self.signals = timers.Signals()
+        self.long_poll = LongPoll(self.signals)
         self.max_history = max_history
         self._streams: dict[int, Stream] = {}
         self.steps_applied = 0  # orchestration steps committed (for the benchmark)

@@ -24,9 +24,11 @@ from devhost.sqlite_hub.storage import Storage
 
 log = logging.getLogger("devhost.sqlite_hub")
 
-# Each worker stream and each WaitFor* call holds a thread for its duration; threads are
-# created lazily, so a generous ceiling costs nothing until it is needed.
-_MAX_RPC_THREADS = 256
+# Each worker stream, WaitFor* call and long-polling Get* call holds a thread for its
+# duration; threads are created lazily, so a generous ceiling costs nothing until it is
+# needed. Long-polls are capped at longpoll.DEFAULT_CAPACITY (256) at once, leaving at
+# least as many threads for streams and every other call.
+_MAX_RPC_THREADS = 512
 
 
 class SqliteSidecar:
