@@ -9,6 +9,7 @@ installs it (.ci/run). It is skipped, saying why, only when no chromium is insta
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.model_server import FakeModelServer, echo
+from tests.integration.conftest import model_env
 from tests.integration.harness import REPO, Api, DevhostProcess, Reply, wait_until
 
 MONITOR = "/_devhost"
@@ -133,10 +135,11 @@ def test_a_scheduled_call_is_paired_with_its_completion(api: Api, model: FakeMod
 
     def scheduled_model_call() -> dict[str, Any] | None:
         events = monitor(api, f"instances/{thread_id}/history").json["events"]
-        return next((e for e in events if e["type"] == "TaskScheduled"), None)
+        calls = [e for e in events if e["type"] == "TaskScheduled" and e["name"] == "call_model"]
+        return calls[-1] if calls and calls[-1].get("open") else None
 
     call = wait_until(scheduled_model_call, timeout=30, what="the model call in the history")
-    assert call["name"] and call["open"] and "duration_ms" not in call  # still running
+    assert "duration_ms" not in call and "completed_by" not in call  # still running
     events = monitor(api, f"instances/{thread_id}/history").json["events"]
     raised = [e for e in events if e["type"] == "EventRaised"]
     assert raised and raised[0]["name"] == "user_message"
@@ -282,3 +285,77 @@ def test_the_page_in_a_browser(
         "echo: And three lakes?", timeout=30_000
     )
     assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+@pytest.mark.parametrize("devhost", ["sqlite"], indirect=True)
+def test_pending_approvals_are_shown_and_decided_in_the_browser(
+    devhost: DevhostProcess, api: Api, model: FakeModelServer, browser_page: Any
+) -> None:
+    """The page's side of tool approvals: what the thread publishes in its custom status
+    (`pending_approvals`, stubbed here at the monitor's route) is listed as text, and the
+    buttons post the decision to the app's public approval route (stubbed at the browser)."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    thread_id = new_thread(api)
+    say(api, thread_id, "Book a table for two.")
+    real = monitor(api, f"instances/{thread_id}").json
+    pending = [
+        {"call_id": "call-1", "tool": "book_table", "arguments": {"name": XSS, "seats": 2}},
+        {"call_id": "call/2", "tool": "send_email", "arguments": {"to": "ada@example.com"}},
+    ]
+    status = {**real["custom_status"], "state": "awaiting_approval", "pending_approvals": pending}
+    stub = {**real, "state": "awaiting_approval", "custom_status": status, "approvals": pending}
+    page.route(f"**{MONITOR}/api/instances/{thread_id}", lambda route: route.fulfill(json=stub))
+    decisions: list[tuple[str, Any]] = []
+
+    def decide(route: Any) -> None:
+        decisions.append((route.request.url, route.request.post_data_json))
+        route.fulfill(status=202, json={"thread_id": thread_id})
+
+    page.route(f"**/api/threads/{thread_id}/approvals/**", decide)
+
+    page.goto(f"{devhost.api.base_url}{MONITOR}/#/thread/{thread_id}")  # a deep link
+    first = page.locator("#approvals li[data-call-id='call-1']")
+    expect(first).to_be_visible(timeout=15_000)
+    expect(page.locator("#t-state")).to_have_text("awaiting_approval")
+    expect(first.locator(".tool")).to_have_text("book_table")
+    expect(first.locator("pre")).to_contain_text(XSS)
+    first.get_by_role("button", name="Approve").click()
+    page.locator("#approvals li[data-call-id='call/2']").get_by_role("button", name="Deny").click()
+    wait_until(lambda: len(decisions) == 2, timeout=10, what="both decisions")
+    base = f"{devhost.api.base_url}/api/threads/{thread_id}/approvals/"
+    assert decisions == [(base + "call-1", {"approve": True}), (base + "call%2F2", {"approve": False})]
+    assert page.locator("#approvals b, #approvals script").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+# -- with thread owners, the monitor needs devhost's management key ----------------------------
+
+
+@pytest.fixture(scope="module")
+def owned_devhost(
+    fake_model: FakeModelServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevhostProcess]:
+    folder = tmp_path_factory.mktemp("devhost-owned")
+    env = {**model_env(fake_model), "AUTH_MODE": "app_service"}
+    host = DevhostProcess(folder / "devhost.log", backend="memory", env=env).start()
+    yield host
+    assert host.stop() == 0, host.log()
+
+
+def test_with_owners_the_json_routes_need_the_management_key(owned_devhost: DevhostProcess) -> None:
+    api = owned_devhost.api
+    match = re.search(r"shown only here: (\S+)", owned_devhost.log())
+    assert match, owned_devhost.log()
+    key = match.group(1)
+    assert "/_devhost/" in owned_devhost.log()  # devhost prints the monitor's URL
+    assert api.get(f"{MONITOR}/").status == 200  # the page itself, which asks for the key
+    config = monitor(api, "config").json
+    assert config["key_required"] is True
+    assert_problem(monitor(api, "instances"), 401, "?code=")
+    assert_problem(act(api, "anything", "terminate"), 401, "?code=")
+    assert_problem(api.get(f"{MONITOR}/api/instances?code=wrong"), 401, "key")
+    assert api.get(f"{MONITOR}/api/instances?code={key}").status == 200
+    keyed = api.request("GET", f"{MONITOR}/api/instances", headers={"x-functions-key": key})
+    assert keyed.status == 200 and keyed.json["instances"] == []
