@@ -184,7 +184,8 @@ class MonitorApi:
         while True:
             query = pb.InstanceQuery(
                 maxInstanceCount=QUERY_PAGE_SIZE,
-                fetchInputsAndOutputs=True,
+                # the list polls; inputs can be large, custom status comes anyway
+                fetchInputsAndOutputs=False,
                 continuationToken=wrappers_pb2.StringValue(value=token) if token else None,
             )
             response = await self._client._get_stub().QueryInstances(pb.QueryInstancesRequest(query=query))

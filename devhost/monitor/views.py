@@ -68,7 +68,8 @@ def _failure(details: Any) -> dict[str, Any] | None:
 
 
 def instance_summary(state: OrchestrationState) -> dict[str, Any]:
-    """One row of the thread list: what the orchestration publishes about itself."""
+    """One row of the thread list: what the orchestration publishes about itself (its custom
+    status; its input, when the query fetched it, fills gaps)."""
     custom = parse_payload(state.serialized_custom_status)
     status = custom if isinstance(custom, dict) else {}
     given = parse_payload(state.serialized_input)
