@@ -184,9 +184,7 @@ class LocalModel:
             dropped = 0
             while True:
                 try:
-                    raw = llm.create_chat_completion(
-                        messages=messages, stopping_criteria=self._stop_when_closing(), **options
-                    )
+                    raw = llm.create_chat_completion(messages=messages, **options)
                     break
                 except ValueError as error:
                     if "context window" not in str(error):
@@ -202,18 +200,19 @@ class LocalModel:
         body["model"] = self.label
         return Completion(body, seconds, dropped)
 
-    def _stop_when_closing(self) -> list[Callable[..., bool]]:
-        closing = self._closing
-        # llama-cpp-python calls each criterion after every token; True ends generation.
-        return [lambda *_: closing.is_set()]
-
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Free the model once the running generation (at most MAX_TOKENS tokens) ends."""
         self._closing.set()
-        with self._lock:
+        if not self._lock.acquire(timeout=timeout):
+            logger.warning("local model: a generation is still running; not waiting for it")
+            return
+        try:
             llm, self._llm = self._llm, None
-        close = getattr(llm, "close", None)
-        if callable(close):
-            close()
+            close = getattr(llm, "close", None)
+            if callable(close):
+                close()
+        finally:
+            self._lock.release()
 
 
 def _has_gguf_template(llm: Any) -> bool:

