@@ -64,6 +64,7 @@ class _Step:
             row["parent_task_id"],
         )
         self.lease = lease
+        self.continued = False  # the step continued-as-new: history restarts empty
         self.seq = int(
             self.conn.execute(
                 "SELECT COALESCE(MAX(seq), -1) + 1 FROM history WHERE instance_id = ?", (self.instance_id,)
@@ -114,7 +115,7 @@ class _Step:
                     isNonRetriable=True,
                 )
                 self.completed_at = self.tx.now
-        if self.status != ev.PENDING:
+        if not (self.continued and self.status == ev.RUNNING):
             self.append(ev.stamped(helpers.new_orchestrator_completed_event(), self.tx.now))
             if ev.is_terminal(self.status):
                 self.append(
@@ -219,7 +220,11 @@ class _Step:
         self.output = None
         self.failure = None
         self.completed_at = None
-        self.status = ev.PENDING
+        # The instance stays RUNNING between generations, as DurableTask.Core (which runs
+        # the next generation in the same work item) and durabletask-go report; the
+        # reference reports PENDING until the new generation's first step completes.
+        self.status = ev.RUNNING
+        self.continued = True
         self.execution_id = uuid.uuid4().hex
         # New arrivals (events raised during this step) go after the new start events and
         # the carried-over events; messages scoped to the old execution are dropped.
