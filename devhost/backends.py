@@ -99,7 +99,7 @@ class MemoryBackend(_InProcessBackend):
 
     @property
     def description(self) -> str:
-        return f"in-memory reference backend at {self.address} (state is lost on exit)"
+        return f"in-memory reference backend listening on {self.address} (state is lost on exit)"
 
     def start(self) -> None:
         from durabletask.internal import orchestrator_service_pb2_grpc as stubs
@@ -135,7 +135,8 @@ class SqliteBackend(_InProcessBackend):
 
     @property
     def description(self) -> str:
-        return f"SQLite task hub {self.db_path} ({self.durability} durability) at {self.address}"
+        # the hub has said where it listens; devhost does not say it again
+        return f"SQLite task hub {self.db_path} ({self.durability} durability)"
 
     def start(self) -> None:
         from devhost.sqlite_hub import SqliteSidecar

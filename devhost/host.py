@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -139,6 +140,13 @@ def describe_functions(functions: Sequence[IndexedFunction], public_url: str, pr
             name = f" ({function.durable_name})" if function.durable_name not in (None, function.name) else ""
             lines.append(f"{function.name}{name}: {function.trigger_type}")
     return lines
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -352,6 +360,12 @@ class DevHost:
                     )
                 else:
                     logger.info("management API: %s", management_url)
+                    if not _is_loopback(self.options.host):
+                        logger.warning(
+                            "--host %s: the management API is open to anyone who can reach this port "
+                            "(as with func start); keep devhost on 127.0.0.1 unless you mean it",
+                            self.options.host,
+                        )
                 if pages:  # the monitor page, once it is mounted in devhost_pages
                     logger.info("monitor: %s/_devhost/", self.public_url)
                 logger.info("devhost ready on %s (Ctrl-C to stop)", self.public_url)
