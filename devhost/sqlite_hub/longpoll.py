@@ -11,8 +11,10 @@ loop. With two gRPC metadata headers the hub holds the answer until something ch
   previous answer.
 
 The hub answers as usual as soon as the entity's / instance's last-modified time is newer
-than T (compared at the microsecond precision the answers carry), when it does not
-exist, or when N ms have passed. Without both headers nothing changes. Backends that
+than T (compared at the microsecond precision the answers carry), or when N ms have
+passed. Something that does not exist has no last-modified time: a wait for it ends when
+it is created (e.g. ``T`` = the epoch waits for an entity to appear) or at the timeout,
+so a deletion is reported at the end of the wait. Without both headers nothing changes. Backends that
 ignore the headers (the in-memory reference, Azure Durable Task Scheduler) answer at
 once, so callers stay correct everywhere.
 
@@ -74,7 +76,7 @@ class LongPoll:
         self.capacity = capacity
         # Seconds a waiter may wait at most (MAX_WAIT_MS; tests raise it).
         self.max_wait = MAX_WAIT_MS / 1000.0
-        self.outcomes: Counter[str] = Counter()  # changed / timeout / missing / over_capacity
+        self.outcomes: Counter[str] = Counter()  # changed / timeout / over_capacity
         self._lock = threading.Lock()
         self._waiting = 0
 
@@ -93,7 +95,7 @@ class LongPoll:
         read: Callable[[Callable[[sqlite3.Connection], float | None]], float | None],
         modified: Callable[[sqlite3.Connection], float | None],
     ) -> None:
-        """Returns when the row ``modified`` reads changed, or at once without the headers.
+        """Returns when the row ``modified`` reads changed or at the timeout; at once without headers.
 
         ``read`` runs a function on the hub's connection; ``modified`` gives the row's
         last-modified time (epoch seconds) or None when it does not exist.
@@ -128,9 +130,7 @@ class LongPoll:
         while True:
             seen = self.signals.state_gen
             value = read(modified)
-            if value is None:
-                return "missing"
-            if ev.to_datetime(value) > since:
+            if value is not None and ev.to_datetime(value) > since:
                 return "changed"
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.signals.closed or not context.is_active():

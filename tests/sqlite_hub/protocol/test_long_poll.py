@@ -17,6 +17,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.testing import create_test_backend
 from google.protobuf import wrappers_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from devhost.sqlite_hub import SqliteSidecar
 from devhost.sqlite_hub.longpoll import SINCE_HEADER, WAIT_HEADER, LongPoll
@@ -103,9 +104,25 @@ def test_without_headers_or_with_an_older_time_the_answer_is_immediate(
     assert get_entity(stub).entity.serializedState.value == "2"
     assert get_entity(stub, metadata=((WAIT_HEADER, "2000"),)).entity.serializedState.value == "2"
     assert get_entity(stub, metadata=headers(2000, older)).entity.serializedState.value == "2"
-    missing = stub.GetEntity(pb.GetEntityRequest(instanceId="@counter@none"), metadata=headers(2000, older))
-    assert not missing.exists
-    assert poll(sidecar).outcomes == {"changed": 1, "missing": 1}
+    assert poll(sidecar).outcomes == {"changed": 1}
+
+
+def test_a_wait_for_a_missing_entity_ends_when_it_is_created_or_at_the_timeout(
+    stub: Any, sidecar: SqliteSidecar
+) -> None:
+    epoch = Timestamp()  # "anything newer than the epoch": wait for it to exist
+    started = time.monotonic()
+    missing = stub.GetEntity(pb.GetEntityRequest(instanceId="@counter@none"), metadata=headers(200, epoch))
+    assert not missing.exists and time.monotonic() - started >= 0.2
+    assert poll(sidecar).outcomes == {"timeout": 1}
+    pending = stub.GetEntity.future(
+        pb.GetEntityRequest(instanceId="@counter@new"), metadata=headers(2000, epoch)
+    )
+    wait_for(lambda: poll(sidecar).waiting == 1)
+    stub.SignalEntity(pb.SignalEntityRequest(instanceId="@counter@new", name="add", requestId="r"))
+    created = pending.result(timeout=30)
+    assert created.exists and created.entity.backlogQueueSize == 1  # answered by the signal
+    assert poll(sidecar).outcomes == {"timeout": 1, "changed": 1}
 
 
 def test_bad_headers_are_invalid_arguments(stub: Any) -> None:
