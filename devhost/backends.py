@@ -248,6 +248,8 @@ def _probe_failure(tried: str, error: grpc.aio.AioRpcError, timeout: float) -> s
     details = (error.details() or "").strip()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"{tried} got no answer within {timeout:g} s"
+    if code == grpc.StatusCode.UNAVAILABLE and ("handshake" in details.lower() or "CERTIFICATE" in details):
+        return f"{tried} failed its TLS handshake: the server's certificate is not trusted here ({details})"
     if code == grpc.StatusCode.UNAVAILABLE:
         return f"{tried} could not connect ({details or code.name})"
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
