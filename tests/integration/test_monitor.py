@@ -199,7 +199,9 @@ def browser_page() -> Iterator[Any]:
     executable = chromium_path()
     if executable is None:
         pytest.skip("no chromium installed (apt-get install -y chromium; CI installs it in .ci/run)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=15_000)  # CI machines are slower than laptops
 
     with tempfile.TemporaryDirectory(prefix="monitor-chromium-") as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -264,11 +266,12 @@ def test_the_page_in_a_browser(
     expect(page.locator("#t-runtime")).to_have_text("Running", timeout=15_000)
 
     # a turn in flight, for the screenshot: the message arrived, the model call is scheduled
-    model.enqueue(echo(delay=3.0))
+    model.enqueue(echo(delay=5.0))
     api.post(f"/api/threads/{thread_id}/messages", {"content": "And three lakes?", "message_id": "q-lakes"})
     model_call = page.locator("#timeline li[data-type='TaskScheduled']", has_text="call_model")
     expect(model_call.last).to_be_visible(timeout=15_000)
     expect(messages.locator(".msg.user .bubble", has_text="lakes")).to_be_visible(timeout=15_000)
+    expect(row.locator(".badge").first).to_have_text("thinking")  # the list agrees with the header
     started.locator("summary", has_text="input").click()  # folded again, for the screenshot
     expect(page.locator("#flash")).to_be_hidden(timeout=10_000)
     page.locator("#timeline").evaluate("list => { list.scrollTop = list.scrollHeight; }")  # newest
@@ -344,18 +347,35 @@ def owned_devhost(
     assert host.stop() == 0, host.log()
 
 
+def management_key(host: DevhostProcess) -> str:
+    match = re.search(r"shown only here: (\S+)", host.log())
+    assert match, host.log()
+    return match.group(1)
+
+
 def test_with_owners_the_json_routes_need_the_management_key(owned_devhost: DevhostProcess) -> None:
     api = owned_devhost.api
-    match = re.search(r"shown only here: (\S+)", owned_devhost.log())
-    assert match, owned_devhost.log()
-    key = match.group(1)
+    key = management_key(owned_devhost)
     assert "/_devhost/" in owned_devhost.log()  # devhost prints the monitor's URL
     assert api.get(f"{MONITOR}/").status == 200  # the page itself, which asks for the key
-    config = monitor(api, "config").json
-    assert config["key_required"] is True
+    assert monitor(api, "config").json["key_required"] is True
     assert_problem(monitor(api, "instances"), 401, "?code=")
     assert_problem(act(api, "anything", "terminate"), 401, "?code=")
     assert_problem(api.get(f"{MONITOR}/api/instances?code=wrong"), 401, "key")
     assert api.get(f"{MONITOR}/api/instances?code={key}").status == 200
     keyed = api.request("GET", f"{MONITOR}/api/instances", headers={"x-functions-key": key})
     assert keyed.status == 200 and keyed.json["instances"] == []
+
+
+def test_with_owners_the_page_asks_for_the_key(owned_devhost: DevhostProcess, browser_page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    base = owned_devhost.api.base_url
+    page.goto(f"{base}{MONITOR}/")
+    expect(page.locator("#live")).to_have_attribute("data-state", "down")
+    expect(page.locator("#live-text")).to_contain_text("?code=")
+    page.goto(f"{base}{MONITOR}/?code={management_key(owned_devhost)}")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    assert "code=" not in page.url  # the key leaves the address bar (kept for this tab only)
+    expect(page.locator("#threads-empty")).to_contain_text("No threads yet")

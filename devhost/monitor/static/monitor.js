@@ -222,7 +222,14 @@
         {
           class: instance.instance_id === view.selected ? "selected" : "",
           "data-id": instance.instance_id,
+          tabindex: 0,
           onclick: () => select(instance.instance_id),
+          onkeydown: (key) => {
+            if (key.key === "Enter" || key.key === " ") {
+              key.preventDefault();
+              select(instance.instance_id);
+            }
+          },
         },
         el("td", { class: "id", title: instance.instance_id }, instance.instance_id),
         el("td", {}, instance.agent || (view.all ? instance.name : "")),
