@@ -4,8 +4,9 @@ URLs built by `create_check_status_response` / `create_http_management_payload` 
 here, so they work locally as they do in Azure. The routes, parameters, status codes and
 JSON follow the Durable Functions extension's HTTP API: list instances (filters and the
 `x-ms-continuation-token` header), instance status with history, raise event, terminate,
-suspend, resume, purge, and entities (get, signal, list). Every read and write goes
-through the durabletask client (`AsyncTaskHubGrpcClient`), whichever backend runs.
+suspend, resume, rewind, restart, purge (one, or many by filter), and entities (get,
+signal, list). Every read and write goes through the durabletask client
+(`AsyncTaskHubGrpcClient`), whichever backend runs.
 
 When the app runs with ownership on, `ManagementKey` guards every route here: a random
 key printed once at startup, required as `?code=` or `x-functions-key`.
@@ -161,12 +162,15 @@ class ManagementApi:
         return [
             Route("/instances", self.list_instances, methods=["GET"]),
             Route("/instances/", self.list_instances, methods=["GET"]),
-            Route("/instances/{instance_id}", self.status, methods=["GET"]),
+            Route("/instances", self.purge_many, methods=["DELETE"]),
+            Route("/instances/{instance_id}", self.status, methods=["GET"], name="instance_status"),
             Route("/instances/{instance_id}", self.purge, methods=["DELETE"]),
             Route("/instances/{instance_id}/raiseEvent/{event}", self.raise_event, methods=["POST"]),
             Route("/instances/{instance_id}/terminate", self.terminate, methods=["POST"]),
             Route("/instances/{instance_id}/suspend", self.suspend, methods=["POST"]),
             Route("/instances/{instance_id}/resume", self.resume, methods=["POST"]),
+            Route("/instances/{instance_id}/rewind", self.rewind, methods=["POST"]),
+            Route("/instances/{instance_id}/restart", self.restart, methods=["POST"]),
             Route("/entities", self.list_entities, methods=["GET"]),
             Route("/entities/{name}", self.list_entities, methods=["GET"]),
             Route("/entities/{name}/{key}", self.get_entity, methods=["GET"]),
@@ -231,6 +235,48 @@ class ManagementApi:
         await self._existing(instance_id)
         result = await self._client.purge_orchestration(instance_id)
         return json_response({"instancesDeleted": result.deleted_instance_count})
+
+    async def purge_many(self, request: Request) -> Response:
+        """Purge by filter, as Durable Functions: `createdTimeFrom` is required."""
+        created_from = _time(request, "createdTimeFrom")
+        if created_from is None:
+            raise Problem(
+                400,
+                "Purging many instances needs createdTimeFrom (and optionally createdTimeTo, runtimeStatus).",
+            )
+        statuses = _statuses(request)
+        if statuses == []:
+            raise Problem(404, "No instances match.")
+        result = await self._client.purge_orchestrations_by(
+            created_time_from=created_from,
+            created_time_to=_time(request, "createdTimeTo"),
+            runtime_status=statuses,
+        )
+        if result.deleted_instance_count == 0:
+            raise Problem(404, "No instances match.")
+        return json_response({"instancesDeleted": result.deleted_instance_count})
+
+    async def rewind(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        state = await self._existing(instance_id)
+        if state.runtime_status != dt.OrchestrationStatus.FAILED:
+            status = dj.STATUS_NAMES[state.runtime_status]
+            raise Problem(
+                410, f"Instance {instance_id!r} is {status}; only a Failed instance can be rewound."
+            )
+        await self._client.rewind_orchestration(instance_id, reason=request.query_params.get("reason"))
+        return Response(status_code=202)
+
+    async def restart(self, request: Request) -> Response:
+        """Start the instance again with its original input; `restartWithNewInstanceId=true`
+        gives the new run a new id. Answers 202 with the (new) instance's status URL."""
+        instance_id = request.path_params["instance_id"]
+        await self._existing(instance_id)
+        new_id = await self._client.restart_orchestration(
+            instance_id, restart_with_new_instance_id=_flag(request, "restartWithNewInstanceId", False)
+        )
+        status_url = str(request.url_for("instance_status", instance_id=new_id))
+        return json_response({"id": new_id, "statusQueryGetUri": status_url}, 202, {"location": status_url})
 
     async def _running(self, instance_id: str, action: str) -> None:
         state = await self._existing(instance_id)

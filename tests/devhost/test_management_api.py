@@ -225,3 +225,54 @@ def test_without_ownership_the_api_is_open_and_no_key_is_made(host: DevhostProce
     assert host.api.get(f"{MANAGEMENT}/instances?top=1").status == 200
     assert f"management API: http://127.0.0.1:{host.port}{MANAGEMENT}" in host.log()
     assert "needs this key" not in host.log()
+
+
+def test_rewind_replays_a_failed_instance_and_refuses_others(api: Api) -> None:
+    instance = unique("rewind")
+    start(api, "flaky_chain", instance)
+    failed = finished(api, instance)
+    assert failed["runtimeStatus"] == "Failed" and "flaky failed once" in failed["output"]
+    assert api.post(f"{MANAGEMENT}/instances/{instance}/rewind?reason=fixed").status == 202
+    path = f"{MANAGEMENT}/instances/{instance}"
+    recovered = wait_until(
+        lambda: (r := api.get(path).json)["runtimeStatus"] == "Completed" and r,
+        what="the rewound instance to complete",
+    )
+    assert recovered["output"] == "recovered"
+    assert_problem(api.post(f"{MANAGEMENT}/instances/{instance}/rewind"), 410, "only a Failed instance")
+
+
+def test_restart_runs_an_instance_again_with_the_same_or_a_new_id(api: Api) -> None:
+    instance = unique("restart")
+    start(api, "counts", instance, "r")
+    first = finished(api, instance)
+    again = api.post(f"{MANAGEMENT}/instances/{instance}/restart")
+    assert again.status == 202 and again.json["id"] == instance
+    assert again.headers["location"].endswith(f"{MANAGEMENT}/instances/{instance}")
+    wait_until(
+        lambda: (
+            (r := api.get(f"{MANAGEMENT}/instances/{instance}").json)["runtimeStatus"] == "Completed"
+            and r["createdTime"] >= first["createdTime"]
+            and r
+        ),
+        what="the restarted run to complete",
+    )
+    fresh = api.post(f"{MANAGEMENT}/instances/{instance}/restart?restartWithNewInstanceId=true")
+    assert fresh.status == 202 and fresh.json["id"] != instance
+    assert finished(api, fresh.json["id"], "?showInput=true")["input"] == "r"
+
+
+def test_purge_by_filter_deletes_only_what_matches(api: Api) -> None:
+    since = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    prefix = unique("purge")
+    start(api, "counts", f"{prefix}-done", "p")
+    start(api, "waits_forever", f"{prefix}-waiting")
+    finished(api, f"{prefix}-done")
+    assert_problem(api.delete(f"{MANAGEMENT}/instances"), 400, "createdTimeFrom")
+    purged = api.delete(f"{MANAGEMENT}/instances?createdTimeFrom={since}&runtimeStatus=Completed")
+    assert purged.status == 200 and purged.json["instancesDeleted"] >= 1
+    assert api.get(f"{MANAGEMENT}/instances/{prefix}-done").status == 404
+    assert api.get(f"{MANAGEMENT}/instances/{prefix}-waiting").status == 202  # still running, kept
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert_problem(api.delete(f"{MANAGEMENT}/instances?createdTimeFrom={later}"), 404, "No instances")
+    api.post(f"{MANAGEMENT}/instances/{prefix}-waiting/terminate")

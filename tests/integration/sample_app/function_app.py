@@ -138,3 +138,20 @@ def counts(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-
     yield context.call_entity(EntityInstanceId("counter", key), "add", 5)
     total = yield context.call_activity("async_double", 1)
     return {"key": key, "double": total}
+
+
+failed_once: set[str] = set()
+
+
+@app.activity_trigger(input_name="instance_id")
+def flaky(instance_id: str) -> str:
+    """Fails the first time for each instance, then succeeds (for rewind)."""
+    if instance_id not in failed_once:
+        failed_once.add(instance_id)
+        raise RuntimeError("flaky failed once")
+    return "recovered"
+
+
+@app.orchestration_trigger(context_name="context")
+def flaky_chain(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    return (yield context.call_activity("flaky", context.instance_id))
