@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Iterator
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
+from durabletask import task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
-from durabletask.worker import TaskHubGrpcWorker
+from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
 from devhost.sqlite_hub import SqliteSidecar
 from tests.sqlite_hub import workflows as wf
@@ -25,13 +29,55 @@ def hub(tmp_path: pathlib.Path) -> Iterator[SqliteSidecar]:
         sidecar.stop()
 
 
+Gen = Generator[Any, Any, Any]
+
+
+def recording_worker(address: str, index: int, calls: Counter[tuple[int, str]]) -> Any:
+    """A worker whose functions behave like the shared workflows but record who ran them.
+
+    Both workers register the same names; each records (worker index, function name) for
+    every activity it runs and every orchestration step it takes.
+    """
+    lock = threading.Lock()
+
+    def record(name: str) -> None:
+        with lock:
+            calls[(index, name)] += 1
+
+    def double(ctx: task.ActivityContext, x: int) -> int:
+        record("double")
+        return wf.double(ctx, x)
+
+    def wrap(fn: Callable[[task.OrchestrationContext, Any], Gen]) -> Any:
+        def orchestrator(ctx: task.OrchestrationContext, value: Any) -> Gen:
+            if not ctx.is_replaying:
+                record(fn.__name__)
+            return (yield from fn(ctx, value))
+
+        orchestrator.__name__ = fn.__name__
+        return orchestrator
+
+    # At most 4 activities at once per worker: the hub's flow control spreads the rest.
+    worker: Any = TaskHubGrpcWorker(
+        host_address=address,
+        concurrency_options=ConcurrencyOptions(maximum_concurrent_activity_work_items=4),
+    )
+    worker.add_activity(double)
+    for fn in (wf.fan_orch, wf.seq_orch, wf.parent_orch, wf.child_orch):
+        worker.add_orchestrator(wrap(fn))
+    return worker
+
+
 def test_two_workers_share_the_work(hub: SqliteSidecar) -> None:
-    workers: list[Any] = []
-    for _ in range(2):
-        worker: Any = TaskHubGrpcWorker(host_address=hub.address)
-        wf.register(worker)
+    calls: Counter[tuple[int, str]] = Counter()
+    workers = [recording_worker(hub.address, i, calls) for i in range(2)]
+    for worker in workers:
         worker.start()
-        workers.append(worker)
+    assert hub.hub is not None
+    deadline = time.monotonic() + 30
+    while len(hub.hub._streams) < 2:  # both are connected before any work exists
+        assert time.monotonic() < deadline, "workers never connected"
+        time.sleep(0.01)
     client = TaskHubGrpcClient(host_address=hub.address)
     try:
         fans = [
@@ -64,3 +110,9 @@ def test_two_workers_share_the_work(hub: SqliteSidecar) -> None:
         for worker in workers:
             worker.stop()
         client.close()
+    # Every activity ran exactly once in all (10 fans x 6, 10 sequences x 3, 5 children x 1)...
+    assert calls[(0, "double")] + calls[(1, "double")] == 60 + 30 + 5
+    # ...and both workers did a real share of the activities and of the orchestration steps.
+    for index in (0, 1):
+        assert calls[(index, "double")] > 0, calls
+        assert sum(n for (i, name), n in calls.items() if i == index and name != "double") > 0, calls

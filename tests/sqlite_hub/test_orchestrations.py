@@ -343,6 +343,16 @@ def test_long_history_streams_in_chunks(env: Env) -> None:
     kinds = [type(e).__name__ for e in history]
     assert kinds.count("EventRaisedEvent") == 110
     assert kinds[0] == "OrchestratorStartedEvent" and kinds[-1] == "ExecutionCompletedEvent"
+    # The history really arrives in several chunks (of at most 100 events, like the reference),
+    # and the client stitched them back together in order.
+    with grpc.insecure_channel(env.address) as channel:
+        stub: Any = stubs.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
+        chunks = list(stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId=iid)))
+    sizes = [len(c.events) for c in chunks]
+    assert len(chunks) > 1 and all(0 < n <= 100 for n in sizes), sizes
+    assert sum(sizes) == len(history)
+    streamed = [e.WhichOneof("eventType") for c in chunks for e in c.events]
+    assert streamed[0] == "orchestratorStarted" and streamed[-1] == "executionCompleted"
 
 
 def test_sub_orchestration_continue_as_new_and_timer(env: Env) -> None:
