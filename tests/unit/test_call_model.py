@@ -12,7 +12,7 @@ import pytest
 from azure.durable_functions.internal.converters import ActivityTriggerConverter
 from azure.functions import meta
 
-import activities
+from activities import call_model as call_model_module
 from activities.call_model import ACTIVITY_NAME, call_model
 from agent.errors import (
     InvalidInputError,
@@ -52,7 +52,7 @@ class ScriptedClient:
 
 def registered_activity() -> Callable[..., Any]:
     app = df.DFApp()
-    app.register_functions(activities.bp)
+    app.register_functions(call_model_module.bp)
     (function,) = [f for f in app.get_functions() if f.get_function_name() == ACTIVITY_NAME]
     bindings = [json.loads(b) for b in function.get_raw_bindings()]
     assert bindings == [
