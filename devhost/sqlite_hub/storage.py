@@ -38,6 +38,35 @@ BUSY_TIMEOUT_MS = 10_000
 __all__ = ["BUSY_TIMEOUT_MS", "Durability", "HubInUseError", "Storage"]
 
 
+class TransactionAudit:
+    """Counts the transactions SQLite commits on the hub's connection, from its own trace.
+
+    Independent of ``Storage.commits`` (which counts ``write()`` blocks): every ``COMMIT``
+    statement counts, and so does any write statement run outside an explicit
+    transaction (SQLite commits it on its own), which the hub should never do. Off by
+    default: tracing expands every statement's parameters, payloads included.
+    """
+
+    _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.implicit_writes: list[str] = []
+        self._conn: sqlite3.Connection | None = None
+
+    def attach(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        conn.set_trace_callback(self._statement)
+
+    def _statement(self, sql: str) -> None:
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if verb in ("COMMIT", "END"):
+            self.commits += 1
+        elif verb in self._WRITES and self._conn is not None and not self._conn.in_transaction:
+            self.commits += 1
+            self.implicit_writes.append(sql[:200])
+
+
 class Storage:
     """Owns the hub's single SQLite connection."""
 
@@ -48,6 +77,10 @@ class Storage:
         self.durability: Durability = durability
         self.lock = threading.RLock()
         self.commits = 0
+        # Tests turn this on before open(): SQLite itself then reports every statement, and
+        # ``audit`` counts the transactions it really committed (see ``TransactionAudit``).
+        self.audit_transactions = False
+        self.audit = TransactionAudit()
         self._conn: sqlite3.Connection | None = None
         self._owner: OwnerLock | None = None
         self._in_write = False
@@ -78,6 +111,8 @@ class Storage:
             try:
                 owner.verify()
                 conn.row_factory = sqlite3.Row
+                if self.audit_transactions:
+                    self.audit.attach(conn)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 # Deleted rows (a purged conversation, a deleted entity) are zeroed, not
                 # left readable in free pages; some SQLite builds default to this, not all.
