@@ -244,10 +244,7 @@
     empty.hidden = rows.length > 0;
     clear(empty);
     if (!view.instances.length) {
-      append(empty, [
-        "No threads yet. Start one: ",
-        el("code", {}, "curl -X POST " + location.origin + appPrefix + "/threads"),
-      ]);
+      append(empty, ["No threads yet. Start one with ", el("code", {}, "POST " + appPrefix + "/threads"), "."]);
     } else {
       empty.textContent = "No thread matches the filter.";
     }
@@ -358,12 +355,10 @@
       meta.textContent = "This instance no longer exists (purged).";
       view.rendered = null;
       for (const button of document.querySelectorAll("[data-action]")) button.disabled = true;
-      $("approvals").hidden = true;
-      clear($("messages"));
-      clear($("timeline"));
-      clear($("state"));
+      $("thread-body").hidden = true;
       return;
     }
+    $("thread-body").hidden = false;
     const sep = () => el("span", { class: "sep" }, "·");
     append(meta, [
       el("span", { id: "t-runtime" }, badge(detail.runtime_status)),
