@@ -362,11 +362,12 @@ class DevHost:
                     logger.info("management API: %s", management_url)
                     if not _is_loopback(self.options.host):
                         logger.warning(
-                            "--host %s: the management API is open to anyone who can reach this port "
-                            "(as with func start); keep devhost on 127.0.0.1 unless you mean it",
+                            "--host %s: the management API and the monitor are open to anyone who "
+                            "can reach this port (as with func start); keep devhost on 127.0.0.1 "
+                            "unless you mean it",
                             self.options.host,
                         )
-                if pages:  # the monitor page, once it is mounted in devhost_pages
+                if pages:
                     logger.info("monitor: %s/_devhost/", self.public_url)
                 logger.info("devhost ready on %s (Ctrl-C to stop)", self.public_url)
             await server_task
