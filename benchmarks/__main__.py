@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-turns", default=None, help="long: checkpoints (default 10,100,1000)")
     parser.add_argument("--long-backend", default=SQLITE_NORMAL.name, help="default sqlite-normal")
     parser.add_argument("--message-bytes", type=int, default=4096, help="long: message size (default 4096)")
+    parser.add_argument("--long-runs", type=int, help="long: runs (default: --runs); the slowest section")
     parser.add_argument("--waiting", type=int, help="restart: threads waiting (default 20)")
     parser.add_argument("--commit-turns", type=int, help="commits: turns counted (default 20)")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs", help="folder for PNGs and JSON")
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.turns = args.turns or (30 if quick else 100)
     args.seconds = args.seconds or (3.0 if quick else 10.0)
     args.long_turns = [int(n) for n in (args.long_turns or ("10,100" if quick else "10,100,1000")).split(",")]
+    args.long_runs = args.long_runs or args.runs
     args.waiting = args.waiting or (5 if quick else 20)
     args.commit_turns = args.commit_turns or (5 if quick else 20)
     levels = [int(n) for n in args.levels.split(",")]
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                         checkpoints=args.long_turns,
                         message_bytes=args.message_bytes,
                         window=5,
-                        runs=args.runs,
+                        runs=args.long_runs,
                         model=model,
                         folder=folder,
                         log=log,
