@@ -83,7 +83,7 @@ def test_new_starts_another_thread_and_errors_are_printed(
     assert done.stderr.count("thread ") == 2
 
 
-def test_unknown_thread_and_bad_url_fail_with_one_line() -> None:
+def test_an_unreachable_or_bad_url_fails_with_one_line() -> None:
     refused = chat(f"http://127.0.0.1:{free_port()}", "hello\n", timeout=30)
     assert refused.returncode != 0
     assert refused.stdout == ""
