@@ -38,8 +38,16 @@ def status_name(status: OrchestrationStatus) -> str:
     return "".join(word.capitalize() for word in status.name.split("_"))
 
 
+def known(moment: datetime | None) -> datetime | None:
+    """The timestamp, or None when the backend left it unset (the protobuf default, 1970)."""
+    if moment is None or moment.year <= 1970:
+        return None
+    return moment
+
+
 def iso(moment: datetime | None) -> str | None:
     """A UTC timestamp as ISO 8601 with a `Z`; naive datetimes are taken as UTC."""
+    moment = known(moment)
     if moment is None:
         return None
     if moment.tzinfo is not None:
@@ -148,13 +156,13 @@ def _details(event: history.HistoryEvent) -> dict[str, Any]:
 
 def history_timeline(events: list[history.HistoryEvent]) -> list[dict[str, Any]]:
     """The history as timeline rows. A row that completes an earlier one (task, timer,
-    sub-orchestration, entity call) names it in `completes` and carries `duration_ms`
-    since it was scheduled; the scheduled row gets `completed_by` and the same duration,
-    or `open` while nothing has completed it."""
+    sub-orchestration, entity call) names it in `completes` and carries `duration_ms` since
+    it was scheduled (None when the backend does not stamp events); the scheduled row gets
+    `completed_by` and the same duration, or `open` while nothing has completed it."""
     rows: list[dict[str, Any]] = []
     by_event_id: dict[int, dict[str, Any]] = {}
     by_request_id: dict[str, dict[str, Any]] = {}
-    start = events[0].timestamp if events else None
+    start = next((e.timestamp for e in events if known(e.timestamp)), None)
     for index, event in enumerate(events):
         row: dict[str, Any] = {
             "index": index,
@@ -162,7 +170,7 @@ def history_timeline(events: list[history.HistoryEvent]) -> list[dict[str, Any]]
             "type": _event_type(event),
             "name": _event_name(event),
             "timestamp": iso(event.timestamp),
-            "offset_ms": _ms(event.timestamp, start),
+            "offset_ms": _ms(known(event.timestamp), start),
         }
         for attribute in _PAYLOAD_FIELDS:
             if hasattr(event, attribute):
@@ -178,7 +186,7 @@ def history_timeline(events: list[history.HistoryEvent]) -> list[dict[str, Any]]
         elif isinstance(event, _ENTITY_COMPLETIONS):
             scheduled = by_request_id.get(event.request_id)
         if scheduled is not None:
-            duration = _ms(event.timestamp, _timestamp(scheduled))
+            duration = _ms(known(event.timestamp), _timestamp(scheduled))
             row["completes"] = scheduled["index"]
             row["duration_ms"] = duration
             row["name"] = row["name"] or scheduled["name"]
@@ -197,13 +205,13 @@ def history_timeline(events: list[history.HistoryEvent]) -> list[dict[str, Any]]
     return rows
 
 
-def _timestamp(row: dict[str, Any]) -> datetime:
-    moment: datetime = row["_timestamp"]
-    return moment
+def _timestamp(row: dict[str, Any]) -> datetime | None:
+    return known(row["_timestamp"])
 
 
-def _ms(moment: datetime, since: datetime | None) -> float | None:
-    if since is None:
+def _ms(moment: datetime | None, since: datetime | None) -> float | None:
+    """Milliseconds from `since` to `moment`; None when either is unknown."""
+    if moment is None or since is None:
         return None
     return round((_utc(moment) - _utc(since)).total_seconds() * 1000, 1)
 
