@@ -19,6 +19,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 
 from devhost.sqlite_hub import dispatch, entities, instances, steps, timers
 from devhost.sqlite_hub import events as ev
+from devhost.sqlite_hub.faults import STORAGE_RETRY_SECONDS, StorageUnavailable
 from devhost.sqlite_hub.leases import DEFAULT_LEASE_SECONDS, Lease, LeaseKind, LeaseTable
 from devhost.sqlite_hub.longpoll import LongPoll
 from devhost.sqlite_hub.storage import Storage
@@ -142,6 +143,9 @@ class TaskHub:
             try:
                 self.write(lambda tx: self._apply_step(tx, lease, response))
                 self.steps_applied += 1
+            except StorageUnavailable:
+                self._retry_later(lease)
+                raise
             except steps.HistoryTooLarge as exc:
                 message = str(exc)
                 # The reference leaves such an instance stuck; failing it (as Azure Durable
@@ -162,6 +166,9 @@ class TaskHub:
             lease = self._lease(response.completionToken, "activity")
             try:
                 self.write(lambda tx: _apply_activity(tx, lease, response))
+            except StorageUnavailable:
+                self._retry_later(lease)
+                raise
             finally:
                 self.leases.release(lease)
 
@@ -170,8 +177,18 @@ class TaskHub:
             lease = self._lease(result.completionToken, "entity")
             try:
                 self.write(lambda tx: entities.apply_batch_result(tx, lease.key, lease.row_ids, result))
+            except StorageUnavailable:
+                self._retry_later(lease)
+                raise
             finally:
                 self.leases.release(lease)
+
+    def _retry_later(self, lease: Lease) -> None:
+        """The completion could not be stored (disk full, read-only): the work item is
+        handed out again after a pause, so the worker redoes it once storage recovers."""
+        self.leases.release(lease)
+        self.leases.hold(lease.kind, lease.key, ev.now(), STORAGE_RETRY_SECONDS)
+        self.signals.notify(state=False)
 
     def abandon(self, token: str, kind: LeaseKind) -> None:
         """Gives a work item back so it is handed out again (unknown tokens are ignored)."""

@@ -17,6 +17,7 @@ import grpc
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
 from devhost.grpc_limits import GRPC_OPTIONS
+from devhost.sqlite_hub.faults import StorageFaultInterceptor
 from devhost.sqlite_hub.hub import HEALTH_PING_SECONDS, TaskHub
 from devhost.sqlite_hub.leases import DEFAULT_LEASE_SECONDS
 from devhost.sqlite_hub.servicer import SqliteHubServicer
@@ -64,6 +65,7 @@ class SqliteSidecar:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=_MAX_RPC_THREADS, thread_name_prefix="taskhub"),
             options=list(GRPC_OPTIONS),
+            interceptors=[StorageFaultInterceptor()],
         )
         add_servicer: Callable[[Any, grpc.Server], None] = stubs.add_TaskHubSidecarServiceServicer_to_server
         add_servicer(SqliteHubServicer(self.hub), server)

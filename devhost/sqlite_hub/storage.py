@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-from devhost.sqlite_hub import migrations
+from devhost.sqlite_hub import faults, migrations
 from devhost.sqlite_hub.files import HubInUseError, OwnerLock, make_dirs, tighten
 
 Durability = Literal["full", "normal"]
@@ -81,6 +81,7 @@ class Storage:
         # ``audit`` counts the transactions it really committed (see ``TransactionAudit``).
         self.audit_transactions = False
         self.audit = TransactionAudit()
+        self.faults = faults.FaultLog(path)
         self._conn: sqlite3.Connection | None = None
         self._owner: OwnerLock | None = None
         self._in_write = False
@@ -100,6 +101,7 @@ class Storage:
             owner.acquire(self.path)
             self._owner = owner
             real = owner.real
+            self.faults.path = real
             tighten(real)
             try:
                 conn = sqlite3.connect(
@@ -155,23 +157,41 @@ class Storage:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One explicit transaction. Nested use joins the outer transaction."""
+        """One explicit transaction. Nested use joins the outer transaction.
+
+        Any failure rolls the whole transaction back. A full disk or read-only database
+        (at any statement or at COMMIT) raises ``faults.StorageUnavailable``.
+        """
         with self.lock:
             conn = self.conn
             if self._in_write:
                 yield conn
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                self._raise_fault(error)
+                raise
             self._in_write = True
             try:
                 yield conn
-            except BaseException:
-                self._in_write = False
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as error:
+                # A failed COMMIT (e.g. SQLITE_FULL) may leave the transaction open.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                self._raise_fault(error)
                 raise
-            self._in_write = False
-            conn.execute("COMMIT")
+            finally:
+                self._in_write = False
             self.commits += 1
+            self.faults.succeeded()
+
+    def _raise_fault(self, error: BaseException) -> None:
+        fault = faults.classify(error)
+        if fault is not None:
+            raise self.faults.failed(fault) from error
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

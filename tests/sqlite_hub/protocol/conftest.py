@@ -14,9 +14,14 @@ from devhost.sqlite_hub import SqliteSidecar
 
 
 @pytest.fixture
-def sidecar(tmp_path: pathlib.Path) -> Iterator[SqliteSidecar]:
+def sidecar(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[SqliteSidecar]:
+    """A hub with 1.5 s leases (for lease tests); a module may set ``LEASE_SECONDS``.
+
+    Modules that do not test expiry set a long lease, so a slow machine cannot expire a
+    lease between a work item arriving and the test completing it.
+    """
     hub = SqliteSidecar(tmp_path / "taskhub.db")
-    hub.lease_seconds = 1.5
+    hub.lease_seconds = float(getattr(request.module, "LEASE_SECONDS", 1.5))
     hub.start()
     try:
         yield hub

@@ -21,6 +21,8 @@ from devhost.grpc_proxy import SidecarProxy
 from devhost.sqlite_hub import SqliteSidecar
 from tests.sqlite_hub.protocol.raw import RawStream
 
+LEASE_SECONDS = 300.0  # no lease expires in these tests, however slow the machine
+
 BIG = '"' + "x" * (5 * 1024 * 1024) + '"'  # a 5 MB JSON string
 
 
