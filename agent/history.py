@@ -81,8 +81,10 @@ def validate_entry(entry: Any) -> dict[str, Any]:
 
 
 def stub_for(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """What a page keeps for an entry stored as a blob."""
-    return {"seq": entry["seq"], "id": entry["id"], "role": entry["role"], "blob": encoded_size(entry)}
+    """What a page keeps for an entry stored as a blob: everything but the content."""
+    stub = {k: v for k, v in entry.items() if k != "content"}
+    stub["blob"] = encoded_size(entry)
+    return stub
 
 
 def is_stub(item: Mapping[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from typing import Literal
 from agent.errors import ConfigurationError, ModelNotConfiguredError
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-DEFAULT_AZURE_OPENAI_API_VERSION = "2024-10-21"
+DEFAULT_AZURE_OPENAI_API_VERSION = "2025-04-01-preview"
 
 # name -> what it is for (the README's configuration table is written from this).
 DECLARED_SETTINGS: dict[str, str] = {
@@ -48,7 +48,7 @@ DECLARED_SETTINGS: dict[str, str] = {
     ),
     "AUTH_TENANT_ID": "Entra ID tenant whose tokens AUTH_MODE=entra accepts",
     "AUTH_AUDIENCE": "accepted token audiences for AUTH_MODE=entra, comma-separated (e.g. api://CLIENT_ID)",
-    "AUTH_ISSUER": "accepted token issuer (default https://login.microsoftonline.com/TENANT/v2.0)",
+    "AUTH_ISSUER": "accepted token issuer (default: the tenant's v2.0 and v1 issuers)",
     "AUTH_JWKS_URL": "signing keys URL (default: the tenant's published keys)",
     "PAYLOAD_CAP_BYTES": "largest stored value or durable message the app writes (default 262144)",
     "THREAD_RETENTION_DAYS": "delete threads idle for longer than this many days (default: keep forever)",

@@ -32,6 +32,7 @@ from google.protobuf import wrappers_pb2
 
 from agent import history, legacy_history
 from agent.contract import (
+    BLOB_ENTITY,
     LEGACY_HISTORY_ENTITY,
     MAINTENANCE_INSTANCE_ID,
     MAINTENANCE_ORCHESTRATION,
@@ -227,23 +228,25 @@ class ThreadService:
         last_seq = status.last_seq if status else ThreadState.from_input(raw_input).next_seq - 1
         async with backend_errors():
             entries, cut = await self._store.entries(thread_id, after=after, limit=limit, last_seq=last_seq)
-            entries = await self._with_unwritten(thread_id, entries, status, after, after + limit)
+            if not cut:
+                entries = await self._with_unwritten(thread_id, entries, status, after, after + limit)
         more = bool(entries) and (cut or int(entries[-1]["seq"]) < last_seq)
         return {"entries": entries, "next_after": entries[-1]["seq"] if more else None}
 
     async def _with_unwritten(
         self, thread_id: str, entries: list[dict[str, Any]], status: ThreadStatus | None, low: int, high: int
     ) -> list[dict[str, Any]]:
-        """Add the user entry of a message being answered (or just answered) that is not on
-        its page yet: it is written with the reply, and read meanwhile from the index."""
+        """Add the user entry of a message being answered (or just answered) whose page is
+        not written yet (it is written with the reply; meanwhile the message index has it).
+        Only right after the stored entries, so a page never skips an entry."""
         if status is None:
             return entries
-        present = {int(e["seq"]) for e in entries}
-        for ref in (status.answering, status.last_turn):
+        for ref in (status.last_turn, status.answering):
             if not ref or not isinstance(ref.get("seq"), int) or not isinstance(ref.get("id"), str):
                 continue
             seq = int(ref["seq"])
-            if low < seq <= high and seq not in present:
+            following = int(entries[-1]["seq"]) + 1 if entries else low + 1
+            if seq == following and seq <= high:
                 record = await self._store.message(thread_id, str(ref["id"]))
                 if (
                     record.exists
@@ -251,17 +254,24 @@ class ThreadService:
                     and isinstance(record.state.get("entry"), dict)
                 ):
                     entries.append(record.state["entry"])
-                    present.add(seq)
-        return sorted(entries, key=lambda e: int(e["seq"]))
+        return entries
 
     async def reply(self, thread_id: str, message_id: str, after_seq: int = 0) -> dict[str, Any]:
         """The message and its reply; status queued, answering, answered or failed. With
         `after_seq`, an older reply (a failure being retried) does not count yet."""
+        found = await self._progress(thread_id, message_id, after_seq)
+        found.pop("blob_seq", None)
+        return found
+
+    async def _progress(self, thread_id: str, message_id: str, after_seq: int = 0) -> dict[str, Any]:
         instance = await self._instance(thread_id)
         found = await self._find(thread_id, message_id, instance)
         reply = found.get("reply")
         if after_seq and isinstance(reply, dict) and int(reply.get("seq") or 0) <= after_seq:
             found = {**found, "status": "answering", "reply": None}
+        if isinstance(reply, dict) and history.is_stub(reply):
+            # the reply's page is written but its blob not yet: it is not readable yet
+            found = {**found, "status": "answering", "reply": None, "blob_seq": int(reply["seq"])}
         return {"thread_id": thread_id, "message_id": message_id, **found}
 
     async def _find(self, thread_id: str, message_id: str, instance: OrchestrationState) -> dict[str, Any]:
@@ -295,9 +305,11 @@ class ThreadService:
         max_delay = (settings.reply_poll_max_ms if settings else 500) / 1000
         deadline = time.monotonic() + seconds
         while True:
-            found = await self.reply(thread_id, message_id, after_seq)
+            found = await self._progress(thread_id, message_id, after_seq) | {"after_seq": after_seq}
             remaining = deadline - time.monotonic()
             if found["status"] in ("answered", "failed") or remaining <= 0:
+                found.pop("blob_seq", None)
+                found.pop("after_seq", None)
                 return found
             started = time.monotonic()
             changed = await self._long_poll(thread_id, message_id, found, min(remaining, LONG_POLL_MS / 1000))
@@ -319,9 +331,20 @@ class ThreadService:
                 if (await self._store.message(thread_id, message_id)).exists:
                     return True
                 return await self._store.wait_instance(thread_id, seen=seen, wait_ms=wait_ms) != seen
-            page_key = child_key(thread_id, history.page_of(int(found["message"]["seq"]) + 1))
-            before = await self._store.read(PAGE_ENTITY, page_key)
-            after = await self._store.read(PAGE_ENTITY, page_key, wait_ms=wait_ms, seen=before.modified)
+            if "blob_seq" in found:
+                name, key = BLOB_ENTITY, child_key(thread_id, found["blob_seq"])
+            else:
+                name, key = (
+                    PAGE_ENTITY,
+                    child_key(thread_id, history.page_of(int(found["message"]["seq"]) + 1)),
+                )
+            before = await self._store.read(name, key)
+            # Re-check after taking the entity's version: a change that landed between the
+            # caller's check and that read would otherwise be waited for in vain.
+            again = await self._progress(thread_id, message_id, int(found.get("after_seq") or 0))
+            if again["status"] != found["status"] or again.get("blob_seq") != found.get("blob_seq"):
+                return True
+            after = await self._store.read(name, key, wait_ms=wait_ms, seen=before.modified)
             return after.modified != before.modified
 
     # -- changing -------------------------------------------------------------------------
