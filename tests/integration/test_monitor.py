@@ -387,3 +387,40 @@ def test_with_owners_the_page_asks_for_the_key(owned_devhost: DevhostProcess, br
     expect(page.locator("#live")).to_have_attribute("data-state", "live")
     assert "code=" not in page.url  # the key leaves the address bar (kept for this tab only)
     expect(page.locator("#threads-empty")).to_contain_text("No threads yet")
+
+
+# -- the timeline's pairing, without a backend -------------------------------------------------
+
+
+def test_the_timeline_pairs_completions_with_what_they_complete() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from durabletask import history as h
+
+    from devhost.monitor.views import history_timeline
+
+    t0 = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+
+    def at(ms: int) -> datetime:
+        return t0 + timedelta(milliseconds=ms)
+
+    events = [
+        h.ExecutionStartedEvent(event_id=-1, timestamp=at(0), name="thread", input='{"turn": 1}'),
+        h.TaskScheduledEvent(event_id=0, timestamp=at(10), name="call_model", input='"hi"'),
+        h.TimerCreatedEvent(event_id=1, timestamp=at(10), fire_at=at(5000)),
+        h.EntityOperationCalledEvent(
+            event_id=2, timestamp=at(20), request_id="r1", operation="get", target_instance_id="@thread@t"
+        ),
+        h.EntityOperationCompletedEvent(event_id=-1, timestamp=at(25), request_id="r1", output="{}"),
+        h.TaskCompletedEvent(event_id=-1, timestamp=at(260), task_scheduled_id=0, result="not json"),
+        h.TaskScheduledEvent(event_id=3, timestamp=datetime(1970, 1, 1, tzinfo=UTC), name="run_tool"),
+    ]
+    rows = history_timeline(events)
+    assert [r["type"] for r in rows][:2] == ["ExecutionStarted", "TaskScheduled"]
+    assert rows[0]["input"] == {"turn": 1} and rows[0]["timestamp"] == "2026-01-31T12:00:00.000Z"
+    assert rows[1]["completed_by"] == 5 and rows[1]["duration_ms"] == 250.0
+    assert rows[5]["completes"] == 1 and rows[5]["name"] == "call_model" and rows[5]["result"] == "not json"
+    assert rows[2]["open"] and rows[2]["name"] == "fires 2026-01-31T12:00:05.000Z"
+    assert rows[3]["name"] == "get → @thread@t" and rows[3]["completed_by"] == 4
+    assert rows[4]["duration_ms"] == 5.0 and rows[4]["output"] == {}
+    assert rows[6]["timestamp"] is None and rows[6]["offset_ms"] is None and rows[6]["open"]
