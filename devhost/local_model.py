@@ -52,7 +52,11 @@ MODEL_SETTINGS = (
     "MODEL_PROVIDER",
 )
 MAX_TOKENS = 512  # cap on reply tokens, whatever a request asks for
-CONTEXT_TOKENS = 8192  # SmolLM2's trained context
+# SmolLM2 was trained on 8192 tokens, but evaluating a long prompt on a small CPU takes minutes
+# (7300 tokens: 109 s on a busy 2-core machine), longer than the app's model timeout. A smaller
+# window bounds every turn; the oldest messages are dropped first.
+CONTEXT_TOKENS = 2048
+TEMPLATE_TOKENS_PER_MESSAGE = 8  # role markers the chat template adds around each message
 DEFAULT_TEMPERATURE = 0.2  # SmolLM2's recommended sampling; a request's own values win
 DEFAULT_TOP_P = 0.9
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -184,7 +188,7 @@ class LocalModel:
                 raise LocalModelError("devhost is stopping", status=503, kind="server_error")
             llm = self._ensure_loaded()
             started = time.monotonic()
-            dropped = 0
+            messages, dropped = fit_context(llm, messages, options["max_tokens"])
             while True:
                 try:
                     raw = llm.create_chat_completion(messages=messages, **options)
@@ -279,6 +283,29 @@ def _number(request: Mapping[str, Any], name: str, default: float, low: float, h
     if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
         raise LocalModelError(f"'{name}' must be a number from {low} to {high}.")
     return float(value)
+
+
+def fit_context(
+    llm: Any, messages: list[dict[str, str]], reply_tokens: int
+) -> tuple[list[dict[str, str]], int]:
+    """`messages` minus the oldest ones that leave no room for a reply of `reply_tokens`."""
+    tokenize = getattr(llm, "tokenize", None)
+    if not callable(tokenize):
+        return messages, 0
+    sizes = [
+        len(tokenize(m["content"].encode("utf-8"), add_bos=False, special=True)) + TEMPLATE_TOKENS_PER_MESSAGE
+        for m in messages
+    ]
+    budget = _n_ctx(llm) - reply_tokens
+    dropped = 0
+    while sum(sizes) > budget:
+        index = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
+        if index is None:
+            break  # the system prompt and the last message alone: llama-cpp says if they fit
+        messages = messages[:index] + messages[index + 1 :]
+        del sizes[index]
+        dropped += 1
+    return messages, dropped
 
 
 def drop_oldest(messages: list[dict[str, str]]) -> list[dict[str, str]] | None:

@@ -32,13 +32,17 @@ from tests.integration.harness import DevhostProcess
 class FakeLlama:
     """Answers like llama_cpp.Llama.create_chat_completion; `window` messages fit its context."""
 
-    def __init__(self, window: int = 100) -> None:
+    def __init__(self, window: int = 100, context: int = 8192) -> None:
         self.window = window
+        self.context = context
         self.calls: list[dict[str, Any]] = []
         self.metadata = {"tokenizer.chat_template": "{{ messages }}"}
 
     def n_ctx(self) -> int:
-        return 8192
+        return self.context
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        return [0] * len(text.split())  # a token a word
 
     def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(kwargs)
@@ -145,6 +149,18 @@ def test_a_long_conversation_drops_its_oldest_messages_but_keeps_the_system_prom
         {"role": "assistant", "content": "a3"},
         {"role": "user", "content": "last"},
     ]
+
+
+def test_history_is_trimmed_to_leave_room_for_the_reply(
+    served: LocalModelHandle, env: dict[str, str], llama: FakeLlama
+) -> None:
+    llama.context = 60  # each one-word message counts 1 + 8 template tokens; 40 left after the reply
+    history: list[Any] = [{"role": "system", "content": "sys"}]
+    for n in range(4):
+        history += [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}]
+    history.append({"role": "user", "content": "last"})
+    client(env).chat.completions.create(model="m", messages=history, max_tokens=20)
+    assert [m["content"] for m in llama.calls[-1]["messages"]] == ["sys", "q3", "a3", "last"]
 
 
 def test_bad_requests_get_openai_shaped_errors(served: LocalModelHandle, env: dict[str, str]) -> None:
