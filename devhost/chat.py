@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 DEFAULT_URL = "http://127.0.0.1:7071"
 POLL_WAIT_SECONDS = 1  # each reply poll long-polls this long on the server
+MIN_POLL_SECONDS = 0.25  # and polls never come faster than this, whatever the server does
 REQUEST_TIMEOUT_SECONDS = 30.0
 RETRIES = 5  # for requests that are safe to repeat, once a session is established
 COMMANDS = "/new  /history  /quit"
@@ -316,6 +317,7 @@ class Chat:
         deadline = time.monotonic() + self.reply_timeout
         asked: set[str] = set()
         while True:
+            polled = time.monotonic()
             found = self.client.call("GET", f"{base}/messages/{message_id}?wait={POLL_WAIT_SECONDS}")
             if found.status != 200:
                 raise ChatError(f"waiting for the reply: {problem_detail(found.body, found.status)}")
@@ -335,6 +337,7 @@ class Chat:
                 asked.add(str(approval.get("call_id")))
                 if not self._approve(base, approval):
                     return None
+            time.sleep(max(0.0, MIN_POLL_SECONDS - (time.monotonic() - polled)))
 
     def _approve(self, base: str, approval: dict[str, Any]) -> bool:
         """Ask about one tool call and send the answer; False when input has ended."""
