@@ -59,7 +59,7 @@ class TaskHub:
         self.leases = LeaseTable(lease_seconds)
         self.health_ping_seconds = HEALTH_PING_SECONDS
         self.signals = timers.Signals()
-        self.long_poll = LongPoll(self.signals)
+        self.long_poll = LongPoll()
         self.max_history = max_history
         self._streams: dict[int, Stream] = {}
         self.steps_applied = 0  # orchestration steps committed (for the benchmark)
@@ -70,6 +70,8 @@ class TaskHub:
         """Runs ``fn`` as one transaction, then wakes streams and waiters."""
         with self.storage.write() as conn:
             result = fn(Tx(conn=conn, now=ev.now(), leases=self.leases, max_history=self.max_history))
+        with self.storage.read() as conn:
+            self.long_poll.after_commit(conn)  # wakes only long-polls whose row changed
         self.signals.notify()
         return result
 

@@ -90,6 +90,7 @@ class SqliteSidecar:
         server, self._server = self._server, None
         if self.hub is not None:
             self.hub.signals.close()
+            self.hub.long_poll.close()
         if server is not None:
             server.stop(grace).wait()
         self.storage.close()

@@ -10,7 +10,6 @@ FAILED_PRECONDITION (the reference silently ignores it).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from google.protobuf import empty_pb2, wrappers_pb2
 from devhost.sqlite_hub import entities, instances, queries, steps
 from devhost.sqlite_hub import events as ev
 from devhost.sqlite_hub.hub import BadChunk, StaleLease, TaskHub
-from devhost.sqlite_hub.longpoll import BadHeader
+from devhost.sqlite_hub.longpoll import BadHeader, Kind
 from devhost.sqlite_hub.tx import Tx, log
 
 _DEFAULT_WAIT_SECONDS = 30.0
@@ -91,22 +90,15 @@ class SqliteHubServicer(stubs.TaskHubSidecarServiceServicer):
             )
         return pb.CreateInstanceResponse(instanceId=instance_id)
 
-    def _long_poll(self, context: grpc.ServicerContext, sql: str, key: str) -> None:
+    def _long_poll(self, context: grpc.ServicerContext, kind: Kind, key: str) -> None:
         """Holds the answer while the row is unchanged, when the caller asks to (longpoll.py)."""
-
-        def modified(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(sql, (key,)).fetchone()
-            return None if row is None else float(row[0])
-
         try:
-            self.hub.long_poll.wait(context, self.hub.read, modified)
+            self.hub.long_poll.wait(context, self.hub.read, kind, key)
         except BadHeader as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     def GetInstance(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._long_poll(
-            context, "SELECT last_updated_at FROM instances WHERE instance_id = ?", request.instanceId
-        )
+        self._long_poll(context, "instance", request.instanceId)
         row = self.hub.read(lambda conn: instances.get(conn, request.instanceId))
         if row is None:
             return pb.GetInstanceResponse(exists=False)
@@ -289,7 +281,7 @@ class SqliteHubServicer(stubs.TaskHubSidecarServiceServicer):
         return pb.SignalEntityResponse()
 
     def GetEntity(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._long_poll(context, "SELECT last_modified FROM entities WHERE entity_id = ?", request.instanceId)
+        self._long_poll(context, "entity", request.instanceId)
 
         def get(conn: Any) -> Any:
             row = entities.get(conn, request.instanceId)

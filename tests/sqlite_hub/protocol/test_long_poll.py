@@ -173,6 +173,29 @@ def test_two_hundred_waiters_keep_the_hub_responsive(stub: Any, sidecar: SqliteS
     assert poll(sidecar).waiting == 0
 
 
+def test_commits_elsewhere_wake_no_waiter(stub: Any, sidecar: SqliteSidecar) -> None:
+    poll(sidecar).max_wait = 60.0
+    stream = RawStream(stub)
+    try:
+        set_entity(stub, stream, "1")
+        seen = get_entity(stub).entity.lastModifiedTime
+        request = pb.GetEntityRequest(instanceId=ENTITY, includeState=True)
+        pending = [stub.GetEntity.future(request, metadata=headers(60_000, seen)) for _ in range(50)]
+        wait_for(lambda: poll(sidecar).waiting == 50)
+        for i in range(20):  # commits about other things (instances that start next century)
+            later = Timestamp(seconds=4_000_000_000)
+            stub.StartInstance(
+                pb.CreateInstanceRequest(instanceId=f"other-{i}", name="orch", scheduledStartTimestamp=later)
+            )
+            stub.RaiseEvent(pb.RaiseEventRequest(instanceId=f"other-{i}", name="e"))
+        assert poll(sidecar).wakeups == 0 and not any(p.done() for p in pending)
+        set_entity(stub, stream, "2")
+        assert {p.result(timeout=60).entity.serializedState.value for p in pending} == {"2"}
+    finally:
+        stream.close()
+    assert poll(sidecar).wakeups == 50
+
+
 def test_waiters_beyond_capacity_answer_at_once(stub: Any, sidecar: SqliteSidecar) -> None:
     poll(sidecar).capacity = 2
     stream = RawStream(stub)
