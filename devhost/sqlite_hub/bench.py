@@ -133,6 +133,7 @@ def bench_restart(directory: pathlib.Path, count: int = 5) -> tuple[float, float
     sidecar.start()
     client = TaskHubGrpcClient(host_address=sidecar.address)
     ids = [client.schedule_new_orchestration(restart_orchestration, input=i) for i in range(count)]
+    client.close()  # its channel would be in reconnect backoff after the stop and fail fast
     sidecar.stop()
     worker: Any = TaskHubGrpcWorker(
         host_address=f"127.0.0.1:{port}",
@@ -147,6 +148,7 @@ def bench_restart(directory: pathlib.Path, count: int = 5) -> tuple[float, float
     sidecar = SqliteSidecar(path, port=port)
     sidecar.start()
     restarted = time.perf_counter()
+    client = TaskHubGrpcClient(host_address=sidecar.address)
     try:
         for iid in ids:
             client.wait_for_orchestration_completion(iid, timeout=60)
