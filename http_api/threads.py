@@ -165,12 +165,12 @@ class ThreadService:
         raw_input = _json(instance.serialized_input)
         custom = _json(instance.serialized_custom_status) or {}
         status = ThreadStatus.from_dict(custom)
-        if ThreadState.is_current(raw_input):
-            thread = ThreadState.from_input(raw_input)
-            config = thread.config
-            count = status.message_count if status else thread.message_count
+        config = _config(raw_input)
+        if status is not None:
+            count = status.message_count
+        elif ThreadState.is_current(raw_input):
+            count = ThreadState.from_input(raw_input).message_count
         else:  # a thread written before paged storage, not migrated yet
-            config = ThreadConfig.from_dict(raw_input)
             count = message_count if message_count is not None else 0
         return ThreadSummary(
             thread_id=instance.instance_id,
@@ -192,7 +192,7 @@ class ThreadService:
 
     async def get(self, thread_id: str) -> ThreadSummary:
         instance = await self._instance(thread_id)
-        if ThreadState.is_current(_json(instance.serialized_input)):
+        if not _is_legacy(instance):
             return self._summary(instance)
         entries = (await self._legacy(thread_id)).entries
         return self._summary(instance, sum(1 for e in entries if e["role"] != "system"))
@@ -222,7 +222,7 @@ class ThreadService:
         history.check_page_request(after, limit)
         instance = await self._instance(thread_id)
         raw_input = _json(instance.serialized_input)
-        if not ThreadState.is_current(raw_input):
+        if _is_legacy(instance):
             return legacy_history.page(await self._legacy(thread_id), after=after, limit=limit)
         status = ThreadStatus.from_dict(_json(instance.serialized_custom_status))
         last_seq = status.last_seq if status else ThreadState.from_input(raw_input).next_seq - 1
@@ -275,7 +275,7 @@ class ThreadService:
         return {"thread_id": thread_id, "message_id": message_id, **found}
 
     async def _find(self, thread_id: str, message_id: str, instance: OrchestrationState) -> dict[str, Any]:
-        if not ThreadState.is_current(_json(instance.serialized_input)):
+        if _is_legacy(instance):
             message, reply = legacy_history.find_reply(await self._legacy(thread_id), message_id)
             return _outcome(message, reply)
         async with backend_errors():
@@ -409,7 +409,7 @@ class ThreadService:
                 f"Thread '{thread_id}' is {status_name(instance.runtime_status)} and takes no more messages."
             )
         to_send = message
-        if ThreadState.is_current(_json(instance.serialized_input)):
+        if not _is_legacy(instance):
             async with backend_errors():
                 record = await self._store.message(thread_id, message.id)
             if record.exists and isinstance(record.state, dict):
@@ -456,11 +456,22 @@ class ThreadService:
 _maintenance_checked = False
 
 
+def _config(raw_input: Any) -> ThreadConfig:
+    if ThreadState.is_current(raw_input):
+        return ThreadState.from_input(raw_input).config
+    return ThreadConfig.from_dict(raw_input)  # an old input keeps these fields at its top level
+
+
 def _owner(state: OrchestrationState) -> str | None:
-    raw = _json(state.serialized_input)
-    if ThreadState.is_current(raw):
-        return ThreadState.from_input(raw).config.owner
-    return ThreadConfig.from_dict(raw).owner
+    return _config(_json(state.serialized_input)).owner
+
+
+def _is_legacy(instance: OrchestrationState) -> bool:
+    """True while a thread from before paged storage is not migrated: the status of a
+    migrated (or new) thread is a ThreadStatus, set in the step that completes migration."""
+    if ThreadStatus.from_dict(_json(instance.serialized_custom_status)) is not None:
+        return False
+    return not ThreadState.is_current(_json(instance.serialized_input))
 
 
 def _outcome(message: Any, reply: Any) -> dict[str, Any]:

@@ -1,18 +1,14 @@
 """Threads written before paged history: finish their old generation, then migrate them.
 
 Such a thread's orchestration input has no `schema`, and its whole history is one legacy
-`history` entity. When the new code runs it:
-
-- if the generation's `user_message` event was taken in an earlier step (we are replaying),
-  the old code already started answering it, so the turn finishes exactly as the old code
-  did (same actions, so replay matches) and the generation continues as new, still old;
-- otherwise (a new event, the usual case: an idle thread gets its next message) the thread
-  migrates first: the old entity's entries are read in bounded chunks and written to
-  history pages, blobs and the message index, the old entity is deleted, and the event is
-  then answered the new way.
-
-The code of the old generation is kept verbatim below (`_old_turn`): changing it would
-break the replay of a turn that was in flight during an upgrade.
+`history` entity. An old generation may have been anywhere when the app was upgraded
+(idle, or in the middle of a turn), and a replay must take exactly the actions it took.
+So a generation with an old input always runs the old code (`_old_turn`, kept as it was):
+it answers its one message against the legacy entity and continues as new, marking the
+next input `migrate`. That generation starts by migrating: the old entity's entries are
+read in bounded chunks and written to history pages, blobs and the message index, the old
+entity is deleted, and the thread goes on the new way. A thread is therefore migrated by
+the first message it gets after the upgrade; until then the API reads the legacy entity.
 """
 
 from __future__ import annotations
@@ -44,6 +40,8 @@ _OLD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OLD_RECENT_IDS_KEPT = 32
 _OLD_MAX_CONTENT_BYTES = 32 * 1024
 EXPORT_CHUNK_BYTES = 96 * 1024
+#: added to an old generation's continue-as-new input: the next generation migrates first
+MIGRATE = {"migrate": True}
 
 
 @dataclass(frozen=True)
@@ -135,13 +133,13 @@ def _old_turn(
     old_history = EntityInstanceId(LEGACY_HISTORY_ENTITY, ctx.instance_id)
     parsed = _old_message(event)
     if parsed is None or parsed[0] in state.recent_ids:
-        ctx.continue_as_new(state.to_dict(), save_events=True)
+        ctx.continue_as_new(state.to_dict() | MIGRATE, save_events=True)
         return
     message_id, content = parsed
     user_entry = {"id": message_id, "role": "user", "content": content, "created_at": _now(ctx)}
     appended = yield ctx.call_entity(old_history, "append", input=user_entry)
     if appended.get("duplicate"):
-        ctx.continue_as_new(state.to_dict(), save_events=True)
+        ctx.continue_as_new(state.to_dict() | MIGRATE, save_events=True)
         return
     in_progress = replace(state, turn=state.turn + 1, last_message_id=message_id)
     ctx.set_custom_status(_old_status(in_progress, "thinking", _now(ctx)))
@@ -184,15 +182,17 @@ def _old_turn(
     yield ctx.call_entity(old_history, "append", input=entry)
     next_state = state.after_turn(message_id, outcome)
     ctx.set_custom_status(_old_status(next_state, outcome, _now(ctx)))
-    ctx.continue_as_new(next_state.to_dict(), save_events=True)
+    ctx.continue_as_new(next_state.to_dict() | MIGRATE, save_events=True)
 
 
 def run_legacy_generation(
     ctx: task.OrchestrationContext, raw_input: Any
-) -> Generator[task.Task[Any], Any, tuple[ThreadState, Any] | None]:
-    """Run an old generation: finish an in-flight old turn (None), or migrate and hand back
-    the new state with the event still to answer."""
+) -> Generator[task.Task[Any], Any, ThreadState | None]:
+    """Run an old generation: answer one message the old way and continue as new (None),
+    or, for a generation marked `migrate`, migrate and hand back the new state."""
     state = OldThreadState.from_input(raw_input)
+    if isinstance(raw_input, Mapping) and raw_input.get("migrate") is True:
+        return (yield from migrate(ctx, state))
     old_history = EntityInstanceId(LEGACY_HISTORY_ENTITY, ctx.instance_id)
     if not state.initialized:
         yield ctx.call_entity(
@@ -207,11 +207,8 @@ def run_legacy_generation(
         state = replace(state, initialized=True)
     ctx.set_custom_status(_old_status(state, state.last_state, _now(ctx)))
     event = yield ctx.wait_for_external_event("user_message")
-    if ctx.is_replaying:
-        yield from _old_turn(ctx, state, event)
-        return None
-    migrated = yield from migrate(ctx, state)
-    return migrated, event
+    yield from _old_turn(ctx, state, event)
+    return None
 
 
 def migrate(
@@ -242,19 +239,20 @@ def migrate(
             old_history, "export", input={"after": after, "max_bytes": EXPORT_CHUNK_BYTES}
         )
         entries = [dict(e) for e in chunk.get("entries") or ()]
-        if entries:
-            write_entries(ctx, state, entries)
+        # Acknowledged writes: the old entity goes only once every piece is stored.
+        writes = write_entries(ctx, state, entries, acknowledged=True) if entries else []
         for entry in entries:
             last_seq = int(entry["seq"])
             if entry["role"] == "user":
                 digest = content_digest(str(entry["content"]))
                 record = {"id": entry["id"], "seq": last_seq, "digest": digest, "entry": entry}
-                ctx.signal_entity(
-                    EntityInstanceId(MESSAGE_ENTITY, child_key(ctx.instance_id, entry["id"])), "put", record
-                )
+                index = EntityInstanceId(MESSAGE_ENTITY, child_key(ctx.instance_id, entry["id"]))
+                writes.append(ctx.call_entity(index, "put", input=record))
                 recent.append((str(entry["id"]), digest, last_seq))
             if entry["role"] in ("user", "assistant"):
                 count += 1
+        if writes:
+            yield task.when_all(writes)
         window = history.trim_window([*window, *entries], config.context_window_bytes) if entries else window
         after = chunk.get("next_after")
         if after is None:

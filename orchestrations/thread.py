@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 import azure.durable_functions as df
 from durabletask import task
@@ -101,21 +101,48 @@ def _status(
     ctx.set_custom_status(status.to_dict())
 
 
-def write_entries(ctx: task.OrchestrationContext, state: ThreadState, entries: list[dict[str, Any]]) -> int:
-    """Signal the history pages (and blobs for large entries); returns the bytes sent."""
+@overload
+def write_entries(
+    ctx: task.OrchestrationContext, state: ThreadState, entries: list[dict[str, Any]]
+) -> int: ...
+
+
+@overload
+def write_entries(
+    ctx: task.OrchestrationContext,
+    state: ThreadState,
+    entries: list[dict[str, Any]],
+    *,
+    acknowledged: Literal[True],
+) -> list[task.Task[Any]]: ...
+
+
+def write_entries(
+    ctx: task.OrchestrationContext,
+    state: ThreadState,
+    entries: list[dict[str, Any]],
+    *,
+    acknowledged: bool = False,
+) -> int | list[task.Task[Any]]:
+    """Write entries to their history pages (and blobs for large ones): one-way signals,
+    returning the bytes sent; or, `acknowledged`, entity calls to wait for."""
     items, blobs = history.split_for_storage(entries, state.config.payload_cap_bytes)
-    sent = 0
-    for blob in blobs:
-        ctx.signal_entity(EntityInstanceId(BLOB_ENTITY, child_key(ctx.instance_id, blob["seq"])), "put", blob)
-        sent += encoded_size(blob)
+    writes: list[tuple[EntityInstanceId, str, dict[str, Any]]] = [
+        (EntityInstanceId(BLOB_ENTITY, child_key(ctx.instance_id, blob["seq"])), "put", blob)
+        for blob in blobs
+    ]
     by_page: dict[int, list[dict[str, Any]]] = {}
     for item in items:
         by_page.setdefault(history.page_of(int(item["seq"])), []).append(item)
-    for page, page_entries in sorted(by_page.items()):
-        payload = {"entries": page_entries}
-        ctx.signal_entity(EntityInstanceId(PAGE_ENTITY, child_key(ctx.instance_id, page)), "append", payload)
-        sent += encoded_size(payload)
-    return sent
+    writes += [
+        (EntityInstanceId(PAGE_ENTITY, child_key(ctx.instance_id, page)), "append", {"entries": page_entries})
+        for page, page_entries in sorted(by_page.items())
+    ]
+    if acknowledged:
+        return [ctx.call_entity(entity, operation, input=payload) for entity, operation, payload in writes]
+    for entity, operation, payload in writes:
+        ctx.signal_entity(entity, operation, payload)
+    return sum(encoded_size(payload) for _, _, payload in writes)
 
 
 def start_thread(ctx: task.OrchestrationContext, state: ThreadState) -> tuple[ThreadState, int]:
@@ -260,25 +287,21 @@ def answer(
 def run_thread(ctx: task.OrchestrationContext, raw_input: Any) -> Generator[task.Task[Any], Any]:
     """Generations of a thread: answer messages in arrival order, continue as new when full."""
     log = ctx.create_replay_safe_logger(logger)
-    pending: Any = None
     if ThreadState.is_current(raw_input):
         state = ThreadState.from_input(raw_input)
     else:
         migrated = yield from legacy.run_legacy_generation(ctx, raw_input)
         if migrated is None:
-            return  # an old generation finished its turn the old way and continued as new
-        state, pending = migrated
+            return  # an old generation answered its message the old way and continued as new
+        state = migrated
     generation = Generation(bytes=encoded_size(raw_input))
     if not state.initialized:
         state, sent = start_thread(ctx, state)
         generation.bytes += sent
 
     while True:
-        if pending is None:
-            _status(ctx, state, "error" if state.last_state == "error" else "idle")
-            event = yield ctx.wait_for_external_event(USER_MESSAGE_EVENT)
-        else:
-            event, pending = pending, None
+        _status(ctx, state, "error" if state.last_state == "error" else "idle")
+        event = yield ctx.wait_for_external_event(USER_MESSAGE_EVENT)
         generation.bytes += encoded_size(event) if _encodable(event) else 0
         try:
             message = UserMessage.from_event(event)

@@ -42,3 +42,12 @@ def rows_holding(db: Path, needle: str) -> list[tuple[str, str]]:
 def largest_values(db: Path, count: int = 5) -> list[tuple[int, str, str]]:
     sizes = sorted(((len(v), t, c) for t, c, v in stored_values(db)), reverse=True)
     return sizes[:count]
+
+
+def entity_ids(db: Path) -> list[str]:
+    """Ids of the entities the task hub holds."""
+    connection = _connect(db)
+    try:
+        return [row[0] for row in connection.execute("SELECT entity_id FROM entities")]
+    finally:
+        connection.close()
