@@ -8,26 +8,17 @@ reference does, so a change on either side is noticed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import pathlib
-import threading
-from collections.abc import Iterator
 from typing import Any
 
-import azure.durable_functions as df
 import pytest
 from durabletask.client import EntityQuery, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.entities import EntityInstanceId
-from durabletask.testing import create_test_backend
 
-from devhost.app_index import index_functions
-from devhost.invoker import Invoker
-from devhost.sqlite_hub import SqliteSidecar
-from devhost.work_items import WorkItemDriver
 from tests.sqlite_hub import workflows as wf
-from tests.sqlite_hub.conftest import Env, free_port
+from tests.sqlite_hub.app_driver import app_backend
+from tests.sqlite_hub.conftest import Env
 from tests.sqlite_hub.test_entities import TIMEOUT, eventually, state_of
 
 
@@ -97,57 +88,6 @@ def test_clean_entity_storage(isolated_env: Env) -> None:
     assert env.client.get_entity(empty) is None
     assert state_of(env, keep) == 1
     assert [m.id for m in env.client.get_all_entities(EntityQuery(include_transient=True))] == [keep]
-
-
-# -- an app-level Durable Functions entity, run by devhost's work-item driver --------------
-
-notes_app = df.Blueprint()
-
-
-@notes_app.entity_trigger(context_name="context", entity_name="notes")
-def notes(context: df.DurableEntityContext) -> None:
-    """A v1-style azure.durable_functions entity: ``add`` appends, ``clear`` deletes it."""
-    if context.operation_name == "add":
-        context.set_state([*(context.get_state(list) or []), context.get_input()])
-    elif context.operation_name == "clear":
-        context.destruct_on_exit()
-    context.set_result(context.get_state(list))
-
-
-@contextlib.contextmanager
-def app_backend(kind: str, directory: pathlib.Path) -> Iterator[tuple[TaskHubGrpcClient, bool]]:
-    """A backend whose only worker is devhost's driver running the app's entities."""
-    sidecar: SqliteSidecar | None = None
-    backend: Any = None
-    if kind == "sqlite":
-        sidecar = SqliteSidecar(directory / "taskhub.db")
-        sidecar.start()
-        address = sidecar.address
-    else:
-        port = free_port()
-        backend = create_test_backend(port=port)
-        address = f"127.0.0.1:{port}"
-    app = df.DFApp()
-    app.register_functions(notes_app)
-    invoker = Invoker("{}", str(directory))
-    driver = WorkItemDriver(address, index_functions(app), invoker)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(driver.run(),), daemon=True)
-    thread.start()
-    client = TaskHubGrpcClient(host_address=address)
-    try:
-        yield client, sidecar is not None
-    finally:
-        client.close()
-        asyncio.run_coroutine_threadsafe(driver.stop(grace=5), loop).result(timeout=15)
-        thread.join(timeout=15)
-        loop.close()
-        invoker.close()
-        if sidecar is not None:
-            sidecar.stop()
-        else:
-            backend.stop()
-            backend.reset()
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -7,11 +7,15 @@ completions) and sends it (work items, GetInstance, GetEntity).
 
 from __future__ import annotations
 
+import json
+import pathlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
+from durabletask.entities import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from google.protobuf import wrappers_pb2
@@ -19,6 +23,7 @@ from google.protobuf import wrappers_pb2
 from devhost.grpc_limits import GRPC_OPTIONS, MAX_MESSAGE_BYTES
 from devhost.grpc_proxy import SidecarProxy
 from devhost.sqlite_hub import SqliteSidecar
+from tests.sqlite_hub.app_driver import app_backend
 from tests.sqlite_hub.protocol.raw import RawStream
 
 LEASE_SECONDS = 300.0  # no lease expires in these tests, however slow the machine
@@ -94,3 +99,15 @@ def test_five_megabyte_entity_state(big_stub: Any) -> None:
         stream.close()
     got = big_stub.GetEntity(pb.GetEntityRequest(instanceId="@blob@k", includeState=True))
     assert got.exists and got.entity.serializedState.value == BIG
+
+
+def test_five_megabyte_entity_state_through_devhosts_work_item_driver(tmp_path: pathlib.Path) -> None:
+    """The app's path: devhost's driver receives the 5 MB operation and sends the 5 MB state."""
+    with app_backend("sqlite", tmp_path) as (client, _):
+        eid = EntityInstanceId("notes", "big")
+        client.signal_entity(eid, "add", "z" * (5 * 1024 * 1024))
+        deadline = time.monotonic() + 60
+        while (meta := client.get_entity(eid)) is None or not meta._state:
+            assert time.monotonic() < deadline, "the 5 MB operation never ran"
+            time.sleep(0.05)
+        assert json.loads(meta._state) == ["z" * (5 * 1024 * 1024)]
