@@ -92,3 +92,32 @@ def test_start_fails_cleanly_when_the_port_is_taken(tmp_path: pathlib.Path) -> N
         with pytest.raises(OSError, match="could not bind"):
             hub.start()
         assert hub.storage._conn is None
+
+
+def test_a_failed_commit_is_rolled_back_and_the_next_write_works(tmp_path: pathlib.Path) -> None:
+    """A COMMIT can fail and leave SQLite's transaction open (a deferred constraint here;
+    SQLITE_FULL from a full disk likewise): it must be rolled back, not left dangling."""
+    storage = Storage(tmp_path / "hub.db")
+    storage.open()
+    try:
+        conn = storage.conn
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TEMP TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+        def dangling_reference() -> None:
+            with storage.write() as tx:
+                tx.execute("INSERT INTO entities (entity_id, last_modified) VALUES ('@x@1', 0)")
+                tx.execute("INSERT INTO temp.child VALUES (42)")  # fails only at COMMIT
+
+        with pytest.raises(sqlite3.IntegrityError):
+            dangling_reference()
+        assert not conn.in_transaction
+        assert conn.execute("SELECT COUNT(*) FROM entities").fetchone()[0] == 0
+        with storage.write() as tx:
+            tx.execute("INSERT INTO entities (entity_id, last_modified) VALUES ('@x@2', 0)")
+        assert [r[0] for r in conn.execute("SELECT entity_id FROM entities")] == ["@x@2"]
+    finally:
+        storage.close()
