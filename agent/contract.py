@@ -33,6 +33,12 @@ USER_MESSAGE_EVENT = "user_message"
 APPROVAL_EVENT = "approval"
 
 
+def approval_event(call_id: str) -> str:
+    """The event that decides one tool call's approval (one name per call, so a wait left
+    over from an earlier, timed-out approval can never take a later decision)."""
+    return f"{APPROVAL_EVENT}:{call_id}"
+
+
 def child_key(thread_id: str, suffix: str | int) -> str:
     """The key of one of a thread's entities other than its root (`THREAD_ENTITY`)."""
     return f"{thread_id}{KEY_SEPARATOR}{suffix}"

@@ -35,6 +35,8 @@ OPTIONAL_FIELDS = (
     "name",
     "attempt",
     "truncated",
+    "is_error",
+    "approval",
 )
 
 

@@ -129,6 +129,8 @@ class ThreadConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: the principal that created the thread, when callers are authenticated
     owner: str | None = None
+    max_tool_rounds: int = 8
+    approval_timeout_seconds: float = 86_400.0
 
     @classmethod
     def from_dict(cls, data: Any) -> ThreadConfig:
@@ -142,6 +144,8 @@ class ThreadConfig:
             payload_cap_bytes=int(data.get("payload_cap_bytes") or 256 * 1024),
             metadata=dict(data.get("metadata") or {}),
             owner=owner if isinstance(owner, str) else None,
+            max_tool_rounds=int(data.get("max_tool_rounds") or 8),
+            approval_timeout_seconds=float(data.get("approval_timeout_seconds") or 86_400.0),
         )
 
 

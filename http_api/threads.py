@@ -40,6 +40,7 @@ from agent.contract import (
     THREAD_ENTITY,
     THREAD_ORCHESTRATION,
     USER_MESSAGE_EVENT,
+    approval_event,
     child_key,
 )
 from agent.errors import BackendUnavailableError, ConflictError, InvalidInputError, NotFoundError
@@ -112,9 +113,18 @@ class ThreadSummary:
     runtime_status: str
     metadata: dict[str, Any]
     generation: int = 0
+    tools: tuple[str, ...] = ()
+    pending_approvals: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data["tools"] = list(self.tools)
+        data["pending_approvals"] = [
+            {k: v for k, v in p.items() if k != "decision"}
+            for p in self.pending_approvals
+            if "decision" not in p
+        ]
+        return data
 
 
 @dataclass(frozen=True)
@@ -183,6 +193,8 @@ class ThreadService:
             runtime_status=status_name(instance.runtime_status),
             metadata=config.metadata,
             generation=status.generation if status else 0,
+            tools=status.tools if status else (),
+            pending_approvals=status.pending_approvals if status else (),
         )
 
     async def _legacy(self, thread_id: str) -> legacy_history.HistoryState:
@@ -350,7 +362,12 @@ class ThreadService:
     # -- changing -------------------------------------------------------------------------
 
     async def create(
-        self, thread_id: str, metadata: dict[str, Any], settings: Settings, agent: str = "assistant"
+        self,
+        thread_id: str,
+        metadata: dict[str, Any],
+        settings: Settings,
+        agent: str = "assistant",
+        system_prompt: str | None = None,
     ) -> ThreadSummary:
         async with backend_errors():
             existing = await self._client.get_orchestration_state(thread_id, fetch_payloads=False)
@@ -361,12 +378,14 @@ class ThreadService:
             await self._ensure_maintenance()
         config = ThreadConfig(
             created_at=utc_now(),
-            system_prompt=settings.system_prompt,
+            system_prompt=settings.system_prompt if system_prompt is None else system_prompt,
             agent=agent,
             context_window_bytes=settings.context_window_bytes,
             payload_cap_bytes=settings.payload_cap_bytes,
             metadata=metadata,
             owner=self._principal,
+            max_tool_rounds=settings.max_tool_rounds,
+            approval_timeout_seconds=settings.approval_timeout_seconds,
         )
         async with backend_errors():
             await self._client.schedule_new_orchestration(
@@ -447,6 +466,43 @@ class ThreadService:
         await self._instance(thread_id)
         async with backend_errors():
             await delete_thread(self._client, thread_id)
+
+    async def decide(self, thread_id: str, call_id: str, approve: bool, reason: str | None) -> str:
+        """Approve or deny a pending tool call: 404 for a call the thread never asked
+        about, 409 for one already decided."""
+        instance = await self._instance(thread_id)
+        status = ThreadStatus.from_dict(_json(instance.serialized_custom_status))
+        pending = next(
+            (p for p in (status.pending_approvals if status else ()) if p.get("call_id") == call_id), None
+        )
+        if pending is not None and "decision" in pending:
+            raise ConflictError(f"Tool call '{call_id}' was already {pending['decision']}.")
+        if pending is None or instance.runtime_status not in ACCEPTS_MESSAGES:
+            if await self._decided_earlier(thread_id, call_id, status):
+                raise ConflictError(f"Tool call '{call_id}' was already decided.")
+            raise NotFoundError(f"Thread '{thread_id}' has no tool call '{call_id}' waiting for approval.")
+        decision = {"approve": approve, "reason": reason or ""}
+        async with backend_errors():
+            await self._client.raise_orchestration_event(thread_id, approval_event(call_id), data=decision)
+        return "approved" if approve else "denied"
+
+    async def _decided_earlier(self, thread_id: str, call_id: str, status: ThreadStatus | None) -> bool:
+        """Whether a recent history entry holds this call's result (its approval is over)."""
+        if status is None:
+            return False
+        after = max(0, status.last_seq - 2 * history.PAGE_ENTRIES)
+        async with backend_errors():
+            entries, _ = await self._store.entries(
+                thread_id, after=after, limit=2 * history.PAGE_ENTRIES, last_seq=status.last_seq
+            )
+        return any(e.get("tool_call_id") == call_id for e in entries)
+
+    async def notes(self, thread_id: str) -> list[dict[str, Any]]:
+        await self._instance(thread_id)
+        async with backend_errors():
+            root = await self._store.read(THREAD_ENTITY, thread_id)
+        state = root.state if isinstance(root.state, dict) else {}
+        return [dict(n) for n in state.get("notes") or () if isinstance(n, dict)]
 
     async def has_root(self, thread_id: str) -> bool:
         async with backend_errors():

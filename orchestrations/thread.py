@@ -51,6 +51,7 @@ from agent.thread import (
     encoded_size,
 )
 from orchestrations import legacy
+from orchestrations.tool_calls import run_tool_calls
 
 bp = df.Blueprint()
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def _status(
     state: ThreadState,
     current: ThreadStateName,
     answering: dict[str, Any] | None = None,
+    tools: tuple[str, ...] = (),
+    approvals: tuple[dict[str, Any], ...] = (),
 ) -> None:
     status = ThreadStatus(
         state=current,
@@ -97,6 +100,8 @@ def _status(
         answering=answering,
         last_turn=state.last_turn,
         generation=state.generation,
+        tools=tools,
+        pending_approvals=approvals,
     )
     ctx.set_custom_status(status.to_dict())
 
@@ -200,13 +205,21 @@ def _error_entry(
     }
 
 
+def _entry_base(
+    ctx: task.OrchestrationContext, seq: int, entry_id: str, message: UserMessage
+) -> dict[str, Any]:
+    return {"seq": seq, "id": entry_id, "reply_to": message.id, "created_at": _now(ctx)}
+
+
 def answer(
     ctx: task.OrchestrationContext, state: ThreadState, message: UserMessage, user_seq: int | None
 ) -> Generator[task.Task[Any], Any, tuple[ThreadState, int]]:
-    """One turn: the model's reply (or an error entry) to `message`.
+    """One turn: the model's reply (or an error entry) to `message`, with as many rounds of
+    tool calls in between as the model asks for, up to the thread's limit.
 
     `user_seq` is set when re-answering a stored message (a retry); otherwise the message
-    gets the next seq and its user entry is written with the reply."""
+    gets the next seq. Entries are written when a round ends (the user entry with the first),
+    so a turn waiting for an approval already shows what it asked for."""
     log = ctx.create_replay_safe_logger(logger)
     config = state.config
     retry = user_seq is not None
@@ -230,32 +243,100 @@ def answer(
     asking = replace(
         state, turn=turn, last_message_id=message.id, next_seq=state.next_seq + (0 if retry else 1)
     )
-    _status(ctx, asking, "thinking", answering={"id": message.id, "seq": seq})
+    answering = {"id": message.id, "seq": seq}
+    _status(ctx, asking, "thinking", answering=answering)
 
     window = history.trim_window([*state.window, user_entry], config.context_window_bytes)
     if retry and (not window or window[-1].get("id") != message.id):
         window = history.trim_window([*window, user_entry], config.context_window_bytes)
-    request = ModelRequest(
-        thread_id=ctx.instance_id,
-        turn=turn,
-        messages=history.model_messages(config.system_prompt, window),
-        max_reply_bytes=max_reply_bytes(config.payload_cap_bytes),
-    )
-    reply_seq = asking.next_seq
+    unwritten: list[dict[str, Any]] = [] if retry else [user_entry]
+    next_seq = asking.next_seq
     outcome: ThreadStateName = "idle"
-    try:
-        result = yield ctx.call_activity(CALL_MODEL_ACTIVITY, input=request.to_dict())
-        sent += encoded_size(request.to_dict()) + encoded_size(result)
-        entry = _reply_entry(ctx, reply_seq, message, ModelReply.from_dict(result))
-    except task.TaskFailedError as failed:
-        log.warning("thread %s: turn %d failed: %s", ctx.instance_id, turn, failed.details.error_type)
-        entry = _error_entry(ctx, reply_seq, message, failed.details)
-        outcome = "error"
-    except (KeyError, TypeError, ValueError) as malformed:
-        # A reply the activity should never produce; the thread must outlive it all the same.
-        details = task.FailureDetails(f"malformed model reply: {malformed}", "ModelCallError", None)
-        entry = _error_entry(ctx, reply_seq, message, details)
-        outcome = "error"
+    rounds = 0
+
+    def publish(
+        current: ThreadStateName, tools: tuple[str, ...], approvals: tuple[dict[str, Any], ...]
+    ) -> None:
+        progress = replace(asking, next_seq=next_seq)
+        _status(ctx, progress, current, answering=answering, tools=tools, approvals=approvals)
+
+    while True:
+        request = ModelRequest(
+            thread_id=ctx.instance_id,
+            turn=turn,
+            messages=history.model_messages(config.system_prompt, window),
+            max_reply_bytes=max_reply_bytes(config.payload_cap_bytes),
+        ).to_dict() | {"agent": config.agent}
+        try:
+            result = yield ctx.call_activity(CALL_MODEL_ACTIVITY, input=request)
+            sent += encoded_size(request) + encoded_size(result)
+            reply = ModelReply.from_dict(result)
+            calls = [dict(c) for c in result.get("tool_calls") or () if isinstance(c, dict)]
+        except task.TaskFailedError as failed:
+            log.warning("thread %s: turn %d failed: %s", ctx.instance_id, turn, failed.details.error_type)
+            entry = _error_entry(ctx, next_seq, message, failed.details)
+            outcome = "error"
+            break
+        except (KeyError, TypeError, ValueError, AttributeError) as malformed:
+            # A reply the activity should never produce; the thread must outlive it all the same.
+            details = task.FailureDetails(f"malformed model reply: {malformed}", "ModelCallError", None)
+            entry = _error_entry(ctx, next_seq, message, details)
+            outcome = "error"
+            break
+        if not calls:
+            entry = _reply_entry(ctx, next_seq, message, reply)
+            break
+        if rounds >= config.max_tool_rounds:
+            entry = _entry_base(ctx, next_seq, f"{message.id}-reply", message) | {
+                "role": "assistant",
+                "content": (
+                    f"I stopped after {rounds} rounds of tool calls without reaching an answer "
+                    f"(the limit is {config.max_tool_rounds} rounds per turn)."
+                ),
+                "finish_reason": "tool_rounds_exhausted",
+                "model": reply.model,
+            }
+            break
+        rounds += 1
+        calls_entry = _entry_base(ctx, next_seq, f"{message.id}-calls-{rounds}", message) | {
+            "role": "assistant",
+            "content": reply.content,
+            "tool_calls": [
+                {"id": c["id"], "name": c["name"], "arguments": c.get("arguments") or "{}"} for c in calls
+            ],
+            "model": reply.model,
+            "usage": reply.usage.__dict__,
+            "finish_reason": reply.finish_reason,
+        }
+        next_seq += 1
+        publish("thinking", (), ())  # the call entry has its seq; status counts it
+        outcomes = yield from run_tool_calls(
+            ctx,
+            agent=config.agent,
+            calls=calls,
+            approval_timeout_seconds=config.approval_timeout_seconds,
+            publish=publish,
+        )
+        tool_entries = []
+        for tool in outcomes:
+            tool_entry = _entry_base(ctx, next_seq, f"{message.id}-tool-{tool.call_id}", message) | {
+                "role": "tool",
+                "content": tool.content,
+                "tool_call_id": tool.call_id,
+                "name": tool.name,
+            }
+            if tool.is_error:
+                tool_entry["is_error"] = True
+            if tool.approval:
+                tool_entry["approval"] = tool.approval
+            tool_entries.append(tool_entry)
+            next_seq += 1
+        sent += write_entries(ctx, state, [*unwritten, calls_entry, *tool_entries])
+        unwritten = []
+        window = history.trim_window([*window, calls_entry, *tool_entries], config.context_window_bytes)
+        publish("thinking", (), ())
+
+    reply_seq = next_seq
     if retry:
         entry["attempt"] = message.attempt
         record = {
@@ -268,14 +349,12 @@ def answer(
         ctx.signal_entity(
             EntityInstanceId(MESSAGE_ENTITY, child_key(ctx.instance_id, message.id)), "put", record
         )
-
-    stored = [entry] if retry else [user_entry, entry]
-    sent += write_entries(ctx, state, stored)
+    sent += write_entries(ctx, state, [*unwritten, entry])
     conversation = [*window, entry] if outcome == "idle" else list(window)
     done = replace(
         asking,
         next_seq=reply_seq + 1,
-        message_count=state.message_count + len(stored),
+        message_count=state.message_count + (1 if retry else 2),
         window=history.trim_window(conversation, config.context_window_bytes) if conversation else (),
         last_state=outcome,
         last_turn={"id": message.id, "seq": seq},

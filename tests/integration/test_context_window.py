@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.fakes.model_server import FakeModelServer
@@ -12,7 +13,7 @@ from tests.integration.harness import DevhostProcess
 def test_old_messages_drop_out_of_the_window_but_stay_in_history(
     tmp_path: Path, model: FakeModelServer
 ) -> None:
-    env = {**model_env(model), "CONTEXT_WINDOW_BYTES": "1000", "SYSTEM_PROMPT": "Be brief."}
+    env = {**model_env(model), "CONTEXT_WINDOW_BYTES": "1100", "SYSTEM_PROMPT": "Be brief."}
     host = DevhostProcess(tmp_path / "devhost.log", backend="memory", env=env).start()
     try:
         thread = unique("window")
@@ -22,10 +23,10 @@ def test_old_messages_drop_out_of_the_window_but_stay_in_history(
             assert reply.status == 200
         sent = model.requests[-1].messages
         assert sent[0] == {"role": "system", "content": "Be brief."}
-        # 1000 bytes hold the system prompt and the three newest messages (about 300 bytes
-        # each); the first exchange no longer fits.
+        # The system prompt is always sent; 1100 bytes hold the three newest messages (each
+        # about 340 bytes once encoded for the request), so the first exchange no longer fits.
         assert [m["content"][:7] for m in sent[1:]] == ["b" * 7, "echo: b", "c" * 7]
-        assert sum(len(m["content"]) for m in sent) <= 1000
+        assert sum(len(json.dumps(m)) for m in sent[1:]) <= 1100
         history = host.api.get(f"/api/threads/{thread}/messages?limit=200").json["messages"]
         assert len(history) == 7  # nothing is deleted from the thread itself
     finally:
