@@ -87,8 +87,10 @@ def test_terminate_recursive(env: Env) -> None:
 
 
 def test_terminate_pending_scheduled_instance(env: Env) -> None:
+    # wait_forever cannot finish by itself: the reference starts it at once (it ignores the
+    # start time), and a quick orchestration could complete before the terminate arrives.
     iid = env.client.schedule_new_orchestration(
-        wf.seq_orch, input=1, instance_id=env.iid(), start_at=datetime.now(UTC) + timedelta(hours=1)
+        wf.wait_forever, instance_id=env.iid(), start_at=datetime.now(UTC) + timedelta(hours=1)
     )
     env.client.terminate_orchestration(iid, output="never ran")
     state = env.client.wait_for_orchestration_completion(iid, timeout=TIMEOUT)
