@@ -3,7 +3,7 @@
 import azure.durable_functions as df
 
 import http_api
-from activities import call_model, sweep
+from activities import call_model, run_tool, sweep
 from entities import legacy_history, storage
 from orchestrations import maintenance, thread
 
@@ -12,6 +12,7 @@ app.register_functions(http_api.bp)
 app.register_functions(thread.bp)
 app.register_functions(maintenance.bp)
 app.register_functions(call_model.bp)
+app.register_functions(run_tool.bp)
 app.register_functions(sweep.bp)
 app.register_functions(storage.bp)
 app.register_functions(legacy_history.bp)

@@ -63,6 +63,24 @@ class Usage:
     total_tokens: int = 0
 
 
+#: the agent a request names when it names none (agents.DEFAULT_AGENT; spelled here too so
+#: this module stays free of the agents package)
+DEFAULT_AGENT_NAME = "assistant"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Per-call settings of one completion: the agent's tools and its model overrides."""
+
+    #: tool schemas in the Chat Completions `tools` format; empty means no tools are offered
+    tools: tuple[dict[str, Any], ...] = ()
+    #: model (or Azure deployment) instead of the configured one
+    model: str | None = None
+    temperature: float | None = None
+    #: instead of MODEL_MAX_OUTPUT_TOKENS
+    max_output_tokens: int | None = None
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     """Input of the `call_model` activity."""
@@ -72,6 +90,8 @@ class ModelRequest:
     messages: list[ChatMessage]
     #: the longest reply (encoded) the thread can store; longer output is cut
     max_reply_bytes: int = 64 * 1024
+    #: the thread's agent: the activity sends its tools and model overrides
+    agent: str = DEFAULT_AGENT_NAME
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +99,7 @@ class ModelRequest:
             "turn": self.turn,
             "messages": [m.to_dict() for m in self.messages],
             "max_reply_bytes": self.max_reply_bytes,
+            "agent": self.agent,
         }
 
     @classmethod
@@ -91,12 +112,16 @@ class ModelRequest:
             turn=int(data.get("turn", 0)),
             messages=[ChatMessage.from_dict(m) for m in messages],
             max_reply_bytes=int(data.get("max_reply_bytes") or 64 * 1024),
+            agent=str(data.get("agent") or DEFAULT_AGENT_NAME),
         )
 
 
 @dataclass(frozen=True)
 class ModelReply:
-    """Output of the `call_model` activity."""
+    """Output of the `call_model` activity.
+
+    `tool_calls` are the tools the model wants run, each `{"id", "name", "arguments" (the
+    raw JSON text the model sent), "needs_approval"}`; `content` may then be empty."""
 
     content: str
     model: str
@@ -105,14 +130,21 @@ class ModelReply:
     usage: Usage = field(default_factory=Usage)
     #: True when the content was cut to fit what the thread can store
     truncated: bool = False
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["tool_calls"] = [dict(c) for c in self.tool_calls]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelReply:
         usage = data.get("usage") or {}
+        calls = data.get("tool_calls") or ()
+        if not isinstance(calls, list | tuple) or not all(isinstance(c, Mapping) for c in calls):
+            raise InvalidInputError("model reply 'tool_calls' must be a list of objects")
         return cls(
+            tool_calls=tuple(_tool_call(c) for c in calls),
             content=str(data["content"]),
             model=str(data.get("model", "")),
             finish_reason=str(data.get("finish_reason", "")),
@@ -126,7 +158,19 @@ class ModelReply:
         )
 
 
+def _tool_call(data: Mapping[str, Any]) -> dict[str, Any]:
+    call_id, name, arguments = data.get("id"), data.get("name"), data.get("arguments", "")
+    if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(arguments, str):
+        raise InvalidInputError(f"a tool call needs string 'id', 'name' and 'arguments', got {data!r:.200}")
+    return {
+        "id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "needs_approval": data.get("needs_approval") is True,
+    }
+
+
 class ModelClient(Protocol):
     """Sends one chat completion; raises `ModelCallError` subclasses on failure."""
 
-    def complete(self, messages: list[ChatMessage]) -> ModelReply: ...
+    def complete(self, messages: list[ChatMessage], options: ModelOptions | None = None) -> ModelReply: ...

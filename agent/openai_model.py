@@ -15,9 +15,11 @@ DefaultAzureCredential, or an API key when one is set) or an OpenAI-compatible e
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -34,7 +36,7 @@ from azure.identity import (
 from openai.types.chat import ChatCompletionMessageParam
 
 from agent.errors import ConfigurationError, ContentFilteredError, ModelCallError, ModelRejectedError
-from agent.model import ChatMessage, ModelClient, ModelReply, Usage
+from agent.model import ChatMessage, ModelClient, ModelOptions, ModelReply, Usage
 from agent.retry import RetryPolicy, TransientModelError, is_transient_status, retry_after_seconds
 from agent.settings import AzureOpenAISettings, OpenAICompatibleSettings, Settings, get_settings
 
@@ -89,21 +91,38 @@ class OpenAIChatModel:
         self._on_close = on_close
         self._clock = clock
 
-    def complete(self, messages: list[ChatMessage]) -> ModelReply:
-        """One chat completion, retried per the policy; `latency_ms` is the answering request's."""
+    def complete(self, messages: list[ChatMessage], options: ModelOptions | None = None) -> ModelReply:
+        """One chat completion, retried per the policy; `latency_ms` is the answering request's.
+
+        `options` offers tools (`tool_choice` auto) and overrides the model, temperature and
+        output limit for this call."""
         payload: list[ChatCompletionMessageParam] = [_message_param(m) for m in messages]
+        extra = self._options(options or ModelOptions())
         return self.policy.call(
-            lambda timeout: self._attempt(payload, timeout), what=f"chat completion ({self.target})"
+            lambda timeout: self._attempt(payload, extra, timeout), what=f"chat completion ({self.target})"
         )
 
-    def _attempt(self, payload: list[ChatCompletionMessageParam], timeout: float) -> ModelReply:
-        extra: dict[str, Any] = {}
-        if self._max_output_tokens is not None:
-            extra[self._limit_param] = self._max_output_tokens
+    def _options(self, options: ModelOptions) -> dict[str, Any]:
+        extra: dict[str, Any] = {"model": options.model or self.model}
+        limit = (
+            options.max_output_tokens if options.max_output_tokens is not None else self._max_output_tokens
+        )
+        if limit is not None:
+            extra[self._limit_param] = limit
+        if options.temperature is not None:
+            extra["temperature"] = options.temperature
+        if options.tools:
+            extra["tools"] = [dict(t) for t in options.tools]
+            extra["tool_choice"] = "auto"
+        return extra
+
+    def _attempt(
+        self, payload: list[ChatCompletionMessageParam], extra: dict[str, Any], timeout: float
+    ) -> ModelReply:
         started = self._clock()
         try:
             raw = self._client.chat.completions.with_raw_response.create(
-                model=self.model, messages=payload, timeout=timeout, **extra
+                messages=payload, timeout=timeout, **extra
             )
         except openai.APIStatusError as failure:
             raise self._status_error(failure) from None
@@ -148,7 +167,10 @@ class OpenAIChatModel:
                 f"The content filter of {self.target} withheld the reply (finish_reason content_filter); "
                 "rephrase the message."
             )
-        if not isinstance(content, str) or not content:
+        tool_calls = self._tool_calls(message.get("tool_calls") if isinstance(message, dict) else None)
+        if tool_calls:
+            content = content if isinstance(content, str) else ""
+        elif not isinstance(content, str) or not content:
             if finish_reason == "length":
                 raise ModelCallError(
                     f"{self.target} used up its output token limit before writing any text; raise "
@@ -161,6 +183,7 @@ class OpenAIChatModel:
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         return ModelReply(
             content=content,
+            tool_calls=tool_calls,
             model=str(data.get("model") or self.model),
             finish_reason=finish_reason,
             latency_ms=latency_ms,
@@ -170,6 +193,28 @@ class OpenAIChatModel:
                 total_tokens=_int(usage.get("total_tokens")),
             ),
         )
+
+    def _tool_calls(self, raw: Any) -> tuple[dict[str, Any], ...]:
+        """`message.tool_calls` as {"id", "name", "arguments" (raw JSON text), "needs_approval"};
+        `needs_approval` is False here: the activity knows the tools, this client does not."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise TransientModelError(f"{self.target} returned a malformed completion (tool_calls)")
+        calls = []
+        for item in raw:
+            function = item.get("function") if isinstance(item, dict) else None
+            name = function.get("name") if isinstance(function, dict) else None
+            if not isinstance(function, dict) or not isinstance(name, str) or not name:
+                raise TransientModelError(f"{self.target} returned a malformed tool call (no function name)")
+            arguments = function.get("arguments")
+            if not isinstance(arguments, str):  # some compatible servers send an object
+                arguments = "" if arguments is None else json.dumps(arguments)
+            call_id = item.get("id")
+            if not isinstance(call_id, str) or not call_id:  # some local servers omit ids
+                call_id = f"call_{uuid.uuid4().hex[:24]}"
+            calls.append({"id": call_id, "name": name, "arguments": arguments, "needs_approval": False})
+        return tuple(calls)
 
     def _status_error(self, failure: openai.APIStatusError) -> ModelCallError:
         status = failure.status_code
@@ -268,9 +313,10 @@ def _azure_client(
     token_provider: Callable[[], str] | None,
 ) -> OpenAIChatModel:
     target = f"Azure OpenAI deployment '{cfg.deployment}' at {cfg.endpoint}"
+    # No azure_deployment: the SDK then routes each request to /deployments/{model}, so an
+    # agent's `model` can name another deployment of the same resource.
     common: dict[str, Any] = {
         "azure_endpoint": cfg.endpoint,
-        "azure_deployment": cfg.deployment,
         "api_version": cfg.api_version,
         "max_retries": 0,
         "timeout": settings.retry.timeout_seconds,

@@ -5,10 +5,12 @@ mapping and Azure paths are exercised over real HTTP instead of mocks. It serves
 `POST /v1/chat/completions` (and `/chat/completions`) and Azure's
 `POST /openai/deployments/{deployment}/chat/completions?api-version=...`.
 
-Each chat request takes the next step from a script queue (see `reply`, `error`,
-`content_filter`, `malformed`, `disconnect`); when the queue is empty the default step
-answers, by default an echo of the last user message, so integration tests can tell which
-message was answered. Every chat request is recorded (auth header values are replaced by
+Each chat request takes the next step from a script queue (see `reply`, `tool_calls`,
+`error`, `content_filter`, `malformed`, `disconnect`); when the queue is empty the default
+step answers, by default an echo of the last user message (or `echo: tool: <result>` when
+the last message is a tool result), so integration tests can tell which message was
+answered. Requests are recorded whole, so tests can assert the `tools` that were offered.
+Every chat request is recorded (auth header values are replaced by
 their kind and a short fingerprint).
 
 Other processes (an app host under test) can script it over HTTP: `POST /_script`
@@ -49,6 +51,7 @@ from tests.fakes.model_steps import (
     error,
     malformed,
     reply,
+    tool_calls,
     validate_step,
 )
 
@@ -56,6 +59,7 @@ __all__ = [
     "AZURE_CONTENT_FILTER_MESSAGE",
     "ECHO_PREFIX",
     "STEP_KINDS",
+    "TOOL_ECHO_PREFIX",
     "FakeModelServer",
     "FakeModelServerClient",
     "RecordedRequest",
@@ -67,10 +71,13 @@ __all__ = [
     "fingerprint",
     "malformed",
     "reply",
+    "tool_calls",
     "validate_step",
 ]
 
 ECHO_PREFIX = "echo: "
+#: what the echo step puts before a tool result it echoes (after ECHO_PREFIX)
+TOOL_ECHO_PREFIX = "tool: "
 DEFAULT_MODEL = "fake-model"
 _AZURE_CHAT = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/chat/completions$")
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
@@ -96,6 +103,17 @@ class RecordedRequest:
         body = self.body if isinstance(self.body, dict) else {}
         messages = body.get("messages")
         return messages if isinstance(messages, list) else []
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The `tools` the request offered ([] when none)."""
+        body = self.body if isinstance(self.body, dict) else {}
+        offered = body.get("tools")
+        return offered if isinstance(offered, list) else []
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [str((t.get("function") or {}).get("name")) for t in self.tools if isinstance(t, dict)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,6 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
         content = _echo(messages) if kind == "echo" else step.get("content")
         model = step.get("model") or request.get("model") or deployment or DEFAULT_MODEL
         usage = step.get("usage") or _usage(messages, content)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if kind == "tool_calls":
+            message["tool_calls"] = step["tool_calls"]
         completion = {
             "id": f"chatcmpl-fake-{self.server.owner._count()}",
             "object": "chat.completion",
@@ -221,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content},
+                    "message": message,
                     "finish_reason": step.get("finish_reason", "stop"),
                 }
             ],
@@ -277,6 +298,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _echo(messages: list[Any]) -> str:
+    """`echo: <last user message>`, or `echo: tool: <content>` when the last message is a tool result."""
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":
+        return ECHO_PREFIX + TOOL_ECHO_PREFIX + str(last.get("content") or "")
     users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     return ECHO_PREFIX + (str(users[-1]) if users else "")
 

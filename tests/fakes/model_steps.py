@@ -6,11 +6,13 @@ Steps are plain JSON-able dicts so they can also be sent to a server in another 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 Step = dict[str, Any]
 
-STEP_KINDS = ("reply", "echo", "error", "malformed", "disconnect")
+STEP_KINDS = ("reply", "echo", "error", "malformed", "disconnect", "tool_calls")
 
 AZURE_CONTENT_FILTER_MESSAGE = (
     "The response was filtered due to the prompt triggering Azure OpenAI's content management "
@@ -38,8 +40,49 @@ def reply(
 
 
 def echo(*, delay: float = 0.0) -> Step:
-    """A 200 reply `echo: <last user message>` (the default step)."""
+    """A 200 reply `echo: <last user message>` (the default step); when the last message is a
+    tool result, `echo: tool: <its content>`, so tests see tool results reach the model."""
     return {"kind": "echo", "delay": delay}
+
+
+def tool_calls(
+    calls: Sequence[Mapping[str, Any]],
+    content: str | None = None,
+    *,
+    model: str | None = None,
+    finish_reason: str = "tool_calls",
+    usage: dict[str, int] | None = None,
+    delay: float = 0.0,
+) -> Step:
+    """A 200 completion whose message asks for tool calls.
+
+    Each call is `{"name", "arguments", "id"?}`: `arguments` a dict (sent JSON-encoded, as
+    OpenAI does) or a string sent verbatim (to script malformed JSON); `id` defaults to
+    `call_<n>_<name>` by position."""
+    encoded = []
+    for index, call in enumerate(calls):
+        name, arguments = call.get("name"), call.get("arguments", {})
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a scripted tool call needs a name, got {call!r:.200}")
+        encoded.append(
+            {
+                "id": str(call.get("id") or f"call_{index}_{name}"),
+                "type": "function",
+                "function": {
+                    "name": name,
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+                },
+            }
+        )
+    return {
+        "kind": "tool_calls",
+        "tool_calls": encoded,
+        "content": content,
+        "model": model,
+        "finish_reason": finish_reason,
+        "usage": usage,
+        "delay": delay,
+    }
 
 
 def error(

@@ -21,7 +21,7 @@ from agent.errors import (
     ModelUnavailableError,
     error_for_failure,
 )
-from agent.model import ChatMessage, ModelReply, ModelRequest, Usage
+from agent.model import ChatMessage, ModelOptions, ModelReply, ModelRequest, Usage
 from agent.openai_model import reset_model_client
 from agent.settings import DECLARED_SETTINGS, get_settings
 from tests.fakes.model_server import ECHO_PREFIX, FakeModelServer, error, reply
@@ -44,9 +44,11 @@ class ScriptedClient:
     def __init__(self, answer: ModelReply) -> None:
         self.answer = answer
         self.calls: list[list[ChatMessage]] = []
+        self.options: list[ModelOptions | None] = []
 
-    def complete(self, messages: list[ChatMessage]) -> ModelReply:
+    def complete(self, messages: list[ChatMessage], options: ModelOptions | None = None) -> ModelReply:
         self.calls.append(messages)
+        self.options.append(options)
         return self.answer
 
 
