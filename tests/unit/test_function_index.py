@@ -26,6 +26,7 @@ EXPECTED_DURABLE = {
     "thread": ("orchestrationTrigger", "thread"),
     "maintenance": ("orchestrationTrigger", "maintenance"),
     "call_model": ("activityTrigger", "call_model"),
+    "run_tool": ("activityTrigger", "run_tool"),
     "sweep_threads": ("activityTrigger", "sweep_threads"),
     "thread_root": ("entityTrigger", "thread"),
     "history_page": ("entityTrigger", "history_page"),
