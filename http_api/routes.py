@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from http_api.threads import ThreadService, utc_now
 MAX_BODY_BYTES = 256 * 1024
 MAX_WAIT_SECONDS = 120
 MAX_JSON_DEPTH = 32
+CALL_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 JSON_TYPES = ("application/json",)
 
 bp = df.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
@@ -168,9 +170,24 @@ async def create_thread(req: func.HttpRequest, client: df.DurableFunctionsClient
     if len(json.dumps(metadata).encode()) > MAX_METADATA_BYTES:
         raise PayloadTooLargeError(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes.")
     check_text(metadata, "'metadata'")
-    summary = await _service(req, client).create(thread_id, metadata, get_settings())
+    agent_name = body.get("agent")
+    if agent_name is not None and not isinstance(agent_name, str):
+        raise InvalidInputError("'agent' must be the name of an agent (see GET /api/agents).")
+    settings = get_settings()
+    agent, system_prompt = agent_for(agent_name, settings)
+    summary = await _service(req, client).create(thread_id, metadata, settings, agent, system_prompt)
     links = _links(thread_id)
     return json_response({**summary.to_dict(), **links}, 201, headers={"Location": links["status_url"]})
+
+
+def agent_for(name: str | None, settings: Any) -> tuple[str, str]:
+    """(agent name, system prompt) for a new thread; InvalidInputError for an unknown agent.
+    The default agent's prompt is SYSTEM_PROMPT (whose default is its instructions)."""
+    from agents import DEFAULT_AGENT, get_agent
+
+    agent = get_agent(name or DEFAULT_AGENT)
+    prompt = settings.system_prompt if agent.name == DEFAULT_AGENT else agent.instructions
+    return agent.name, prompt
 
 
 @endpoint("threads", "GET")
@@ -248,6 +265,29 @@ async def get_message(req: func.HttpRequest, client: df.DurableFunctionsClient) 
         service.wait_for_reply(thread_id, message_id, wait) if wait else service.reply(thread_id, message_id)
     )
     return json_response(found)
+
+
+@endpoint("threads/{thread_id}/approvals/{call_id}", "POST")
+async def decide_approval(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
+    thread_id = _thread_id(req)
+    call_id = req.route_params.get("call_id") or ""
+    if not CALL_ID_PATTERN.fullmatch(call_id):
+        raise InvalidInputError("The tool call id must be 1 to 128 letters, digits, '_', '-' or '.'.")
+    body = _body(req, required=True)
+    approve, reason = body.get("approve"), body.get("reason")
+    if not isinstance(approve, bool):
+        raise InvalidInputError('The body needs "approve": true or false (and optionally "reason").')
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
+        raise InvalidInputError("'reason' must be a string of at most 1000 characters.")
+    decision = await _service(req, client).decide(thread_id, call_id, approve, reason)
+    return json_response({"thread_id": thread_id, "call_id": call_id, "decision": decision}, 202)
+
+
+@endpoint("threads/{thread_id}/notes", "GET")
+async def list_notes(req: func.HttpRequest, client: df.DurableFunctionsClient) -> func.HttpResponse:
+    thread_id = _thread_id(req)
+    notes = await _service(req, client).notes(thread_id)
+    return json_response({"thread_id": thread_id, "notes": notes})
 
 
 @endpoint("health", "GET", client=False, auth_level=func.AuthLevel.ANONYMOUS)

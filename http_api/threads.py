@@ -44,6 +44,7 @@ from agent.contract import (
     child_key,
 )
 from agent.errors import BackendUnavailableError, ConflictError, InvalidInputError, NotFoundError
+from agent.progress import Cursor, Event, events_since
 from agent.settings import Settings
 from agent.store import ThreadStore, delete_thread
 from agent.thread import ThreadConfig, ThreadState, ThreadStatus, UserMessage, content_digest
@@ -503,6 +504,32 @@ class ThreadService:
             root = await self._store.read(THREAD_ENTITY, thread_id)
         state = root.state if isinstance(root.state, dict) else {}
         return [dict(n) for n in state.get("notes") or () if isinstance(n, dict)]
+
+    async def progress(self, thread_id: str, cursor: Cursor, seconds: float) -> tuple[list[Event], Cursor]:
+        """The thread's events after `cursor`, waiting up to `seconds` for the first one.
+        Each check reads the instance and one page; between checks it long-polls the
+        instance where the backend can (devhost), else sleeps the reply-poll interval."""
+        settings = self._settings
+        delay = (settings.reply_poll_initial_ms if settings else 20) / 1000
+        max_delay = (settings.reply_poll_max_ms if settings else 500) / 1000
+        deadline = time.monotonic() + seconds
+        while True:
+            instance = await self._instance(thread_id)
+            status = ThreadStatus.from_dict(_json(instance.serialized_custom_status))
+            page = await self.messages(thread_id, cursor.seq, history.PAGE_ENTRIES)
+            events, after = events_since(cursor, status, page["entries"])
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0 or instance.runtime_status not in ACCEPTS_MESSAGES:
+                return events, after
+            seen = instance.last_updated_at.timestamp()
+            started = time.monotonic()
+            async with backend_errors():
+                changed = await self._store.wait_instance(
+                    thread_id, seen=seen, wait_ms=max(1, int(min(remaining, LONG_POLL_MS / 1000) * 1000))
+                )
+            if changed == 0.0 or abs(changed - seen) < 1e-6:
+                await asyncio.sleep(max(0.0, min(delay - (time.monotonic() - started), remaining)))
+                delay = min(delay * 1.5, max_delay)
 
     async def has_root(self, thread_id: str) -> bool:
         async with backend_errors():

@@ -21,6 +21,11 @@ EXPECTED_HTTP = {
     "list_messages": ("threads/{thread_id}/messages", ("GET",), "FUNCTION"),
     "get_message": ("threads/{thread_id}/messages/{message_id}", ("GET",), "FUNCTION"),
     "health": ("health", ("GET",), "ANONYMOUS"),
+    "decide_approval": ("threads/{thread_id}/approvals/{call_id}", ("POST",), "FUNCTION"),
+    "list_notes": ("threads/{thread_id}/notes", ("GET",), "FUNCTION"),
+    "list_agents": ("agents", ("GET",), "FUNCTION"),
+    "run_agent": ("agents/{name}/run", ("POST",), "FUNCTION"),
+    "thread_events": ("threads/{thread_id}/events", ("GET",), "FUNCTION"),
 }
 EXPECTED_DURABLE = {
     "thread": ("orchestrationTrigger", "thread"),
@@ -63,5 +68,5 @@ def test_function_app_indexes_exactly_the_expected_functions() -> None:
 def test_every_thread_endpoint_gets_the_durable_client_and_health_does_not() -> None:
     functions = index()
     for name in EXPECTED_HTTP:
-        expected = () if name == "health" else ("client",)
+        expected = () if name in ("health", "list_agents") else ("client",)
         assert functions[name].client_params == expected, name

@@ -1,0 +1,62 @@
+"""Live progress events derived from durable state: cursors, order, resumption."""
+
+from __future__ import annotations
+
+from agent.progress import Cursor, events_since
+from agent.thread import ThreadStatus
+
+
+def status(state: str, updated_at: str, **extra: object) -> ThreadStatus:
+    return ThreadStatus(
+        state=state, turn=1, message_count=0, last_seq=3, updated_at=updated_at, agent="a", **extra
+    )  # type: ignore[arg-type]
+
+
+def entry(seq: int, role: str) -> dict[str, object]:
+    return {"seq": seq, "id": f"e{seq}", "role": role, "content": "x", "created_at": "t"}
+
+
+def test_a_new_client_gets_every_entry_then_the_state() -> None:
+    events, cursor = events_since(
+        Cursor(), status("idle", "T2"), [entry(2, "user"), entry(1, "system"), entry(3, "assistant")]
+    )
+    assert [(e.kind, e.data.get("seq")) for e in events] == [
+        ("entry", 1),
+        ("message", 2),
+        ("entry", 3),
+        ("state", None),
+    ]
+    assert events[-1].id == cursor.encode() == "3.T2"
+
+
+def test_a_reconnecting_client_gets_only_what_it_missed() -> None:
+    entries = [entry(1, "system"), entry(2, "user"), entry(3, "assistant")]
+    _, seen = events_since(Cursor(), status("thinking", "T1", answering={"id": "e2", "seq": 2}), entries[:2])
+    resumed = Cursor.parse(seen.encode())
+    events, after = events_since(resumed, status("idle", "T2"), entries)
+    assert [(e.kind, e.data.get("seq"), e.data.get("state")) for e in events] == [
+        ("entry", 3, None),
+        ("state", None, "idle"),
+    ]
+    assert events_since(after, status("idle", "T2"), entries) == ([], after)
+
+
+def test_state_events_name_running_tools_and_pending_approvals() -> None:
+    approvals = ({"call_id": "c1", "tool": "save_note"}, {"call_id": "c2", "tool": "t", "decision": "denied"})
+    events, _ = events_since(
+        Cursor(3, "T1"), status("awaiting_approval", "T3", pending_approvals=approvals), []
+    )
+    assert events[0].data["pending_approvals"] == [{"call_id": "c1", "tool": "save_note"}]
+    events, _ = events_since(Cursor(3, "T3"), status("running_tools", "T4", tools=("calculate",)), [])
+    assert events[0].data["tools"] == ["calculate"]
+
+
+def test_a_garbled_last_event_id_starts_over() -> None:
+    assert Cursor.parse("nonsense") == Cursor() and Cursor.parse(None) == Cursor()
+    assert Cursor.parse("12.2026-01-01T00:00:00.000Z") == Cursor(12, "2026-01-01T00:00:00.000Z")
+
+
+def test_events_encode_as_server_sent_events() -> None:
+    events, _ = events_since(Cursor(), None, [entry(1, "system")])
+    assert events[0].encode().startswith("id: 1.\nevent: entry\ndata: {")
+    assert events[0].encode().endswith("\n\n")
