@@ -1,4 +1,4 @@
-"""Fixtures for the protocol tests: a SQLite hub with short leases, and a raw stub."""
+"""Fixtures for the protocol tests: a SQLite hub, and a raw stub."""
 
 from __future__ import annotations
 
@@ -14,14 +14,10 @@ from devhost.sqlite_hub import SqliteSidecar
 
 
 @pytest.fixture
-def sidecar(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[SqliteSidecar]:
-    """A hub with 1.5 s leases (for lease tests); a module may set ``LEASE_SECONDS``.
-
-    Modules that do not test expiry set a long lease, so a slow machine cannot expire a
-    lease between a work item arriving and the test completing it.
-    """
+def sidecar(tmp_path: pathlib.Path) -> Iterator[SqliteSidecar]:
+    """A hub with the default 300 s leases, so a slow machine cannot expire a lease between
+    a work item arriving and the test completing it; expiry tests shorten it themselves."""
     hub = SqliteSidecar(tmp_path / "taskhub.db")
-    hub.lease_seconds = float(getattr(request.module, "LEASE_SECONDS", 1.5))
     hub.start()
     try:
         yield hub

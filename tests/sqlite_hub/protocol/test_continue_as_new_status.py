@@ -23,8 +23,6 @@ from devhost.sqlite_hub import SqliteSidecar
 from tests.sqlite_hub.conftest import free_port
 from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
 
-LEASE_SECONDS = 300.0  # no lease expires in these tests, however slow the machine
-
 
 @pytest.fixture(params=["memory", "sqlite"])
 def backend(request: pytest.FixtureRequest, sidecar: SqliteSidecar) -> Iterator[tuple[str, Any]]:

@@ -20,8 +20,6 @@ from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from devhost.sqlite_hub import SqliteSidecar, entities
 from tests.sqlite_hub.protocol.raw import start
 
-LEASE_SECONDS = 300.0  # no lease expires in these tests, however slow the machine
-
 ROWS = [
     # (entity_id, state, locked_by, lock_owner)
     ("@ctr@a-empty", None, None, None),  # empty: removed

@@ -26,8 +26,6 @@ from devhost.sqlite_hub import SqliteSidecar
 from tests.sqlite_hub.app_driver import app_backend
 from tests.sqlite_hub.protocol.raw import RawStream
 
-LEASE_SECONDS = 300.0  # no lease expires in these tests, however slow the machine
-
 BIG = '"' + "x" * (5 * 1024 * 1024) + '"'  # a 5 MB JSON string
 
 

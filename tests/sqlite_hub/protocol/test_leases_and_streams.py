@@ -55,7 +55,7 @@ def test_stale_and_repeated_completions_are_rejected(stub: Any) -> None:
 
 def test_closed_stream_hands_work_out_again_immediately(stub: Any, sidecar: SqliteSidecar) -> None:
     assert sidecar.hub is not None
-    sidecar.hub.leases.duration = 300.0  # so a re-delivery can only come from the closed stream
+    # Leases last 300 s (the fixture's default): a re-delivery can only come from the close.
     first = RawStream(stub)
     start(stub, "redo-1")
     item = first.next()
@@ -83,13 +83,16 @@ def test_closed_stream_hands_work_out_again_immediately(stub: Any, sidecar: Sqli
         second.close()
 
 
-def test_expired_lease_hands_work_out_again(stub: Any) -> None:
+def test_expired_lease_hands_work_out_again(stub: Any, sidecar: SqliteSidecar) -> None:
+    assert sidecar.hub is not None
+    sidecar.hub.leases.duration = 1.5
     stream = RawStream(stub)
     try:
+        before_grant = time.monotonic()
         start(stub, "expire-1")
         item = stream.next()
-        assert stream.empty_for(0.5)  # still leased
-        again = stream.next(timeout=5)  # lease_seconds = 1.5
+        again = stream.next(timeout=30)  # handed out again once the 1.5 s lease expired...
+        assert time.monotonic() - before_grant >= 1.5  # ...and not before
         assert again.orchestratorRequest.instanceId == "expire-1"
         with pytest.raises(grpc.RpcError):
             stub.CompleteOrchestratorTask(

@@ -24,8 +24,6 @@ from devhost.sqlite_hub.longpoll import SINCE_HEADER, WAIT_HEADER, LongPoll
 from tests.sqlite_hub.conftest import free_port
 from tests.sqlite_hub.protocol.raw import RawStream, start
 
-LEASE_SECONDS = 300.0  # no lease expires in these tests, however slow the machine
-
 ENTITY = "@counter@lp"
 
 

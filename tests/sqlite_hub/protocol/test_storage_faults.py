@@ -18,8 +18,6 @@ from google.protobuf import wrappers_pb2
 from devhost.sqlite_hub import SqliteSidecar
 from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
 
-LEASE_SECONDS = 300.0  # no lease expires in these tests, however slow the machine
-
 BIG = '"' + "y" * 300_000 + '"'  # needs far more pages than the database has free
 
 
