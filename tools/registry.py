@@ -276,7 +276,7 @@ def schema_for(annotation: Any, where: str = "annotation") -> JsonSchema:
     origin, args = get_origin(annotation), get_args(annotation)
     if annotation in _JSON_TYPES:
         return {"type": _JSON_TYPES[annotation]}
-    if origin is list:
+    if origin is list or annotation is list:
         if len(args) != 1:
             raise ToolDefinitionError(f"{where}: a list needs its item type, e.g. list[str]")
         return {"type": "array", "items": schema_for(args[0], where)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import azure.durable_functions as df
@@ -13,18 +14,21 @@ from azure.durable_functions.internal.converters import ActivityTriggerConverter
 from azure.functions import meta
 
 from activities import call_model as call_model_module
-from activities.call_model import ACTIVITY_NAME, call_model
+from activities.call_model import ACTIVITY_NAME, call_model, fit_reply, mark_approvals, model_options
 from agent.errors import (
     InvalidInputError,
+    ModelCallError,
     ModelNotConfiguredError,
     ModelRejectedError,
     ModelUnavailableError,
     error_for_failure,
 )
 from agent.model import ChatMessage, ModelOptions, ModelReply, ModelRequest, Usage
-from agent.openai_model import reset_model_client
+from agent.openai_model import get_model_client, reset_model_client
 from agent.settings import DECLARED_SETTINGS, get_settings
-from tests.fakes.model_server import ECHO_PREFIX, FakeModelServer, error, reply
+from agents import Agent, AgentCatalog
+from tests.fakes.model_server import ECHO_PREFIX, TOOL_ECHO_PREFIX, FakeModelServer, error, reply, tool_calls
+from tools import ToolRegistry, tool_schemas
 
 REQUEST = ModelRequest(
     thread_id="thread-1",
@@ -172,3 +176,154 @@ def test_model_errors_propagate_and_map_back_to_codes(
         retryable,
     )
     assert len(model_server.requests) == len(steps)
+
+
+# -- agents and tools --------------------------------------------------------------------------
+
+
+def test_activity_offers_the_agents_tools_and_marks_approvals(model_server: FakeModelServer) -> None:
+    model_server.enqueue(
+        tool_calls(
+            [
+                {"id": "call_1", "name": "calculate", "arguments": {"expression": "6*7"}},
+                {"id": "call_2", "name": "save_note", "arguments": {"text": "remember"}},
+                {"id": "call_3", "name": "teleport", "arguments": "{not json"},
+            ]
+        )
+    )
+    result = host_invoke(json.dumps(REQUEST.to_dict()))
+    reply = ModelReply.from_dict(result)
+    assert reply.content == ""
+    assert reply.finish_reason == "tool_calls"
+    assert reply.tool_calls == (
+        {"id": "call_1", "name": "calculate", "arguments": '{"expression": "6*7"}', "needs_approval": False},
+        {"id": "call_2", "name": "save_note", "arguments": '{"text": "remember"}', "needs_approval": True},
+        {"id": "call_3", "name": "teleport", "arguments": "{not json", "needs_approval": False},
+    )
+    assert result["tool_calls"][1] == {
+        "id": "call_2",
+        "name": "save_note",
+        "arguments": '{"text": "remember"}',
+        "needs_approval": True,
+    }
+    (sent,) = model_server.requests
+    assert sent.tool_names == ["current_time", "calculate", "save_note"]
+    assert sent.tools == tool_schemas(["current_time", "calculate", "save_note"])
+    assert sent.body["tool_choice"] == "auto"
+    assert "temperature" not in sent.body
+    assert sent.body["model"] == "activity-model"
+
+
+def test_activity_uses_the_named_agent(model_server: FakeModelServer) -> None:
+    request = replace(REQUEST, agent="calculator")
+    host_invoke(json.dumps(request.to_dict()))
+    (sent,) = model_server.requests
+    assert sent.tool_names == ["calculate"]
+    assert sent.body["temperature"] == 0.0
+
+
+def test_activity_refuses_an_unknown_agent(model_server: FakeModelServer) -> None:
+    with pytest.raises(InvalidInputError, match="unknown agent 'ghost'; known: assistant"):
+        registered_activity()(request=replace(REQUEST, agent="ghost").to_dict())
+    assert model_server.requests == []
+
+
+def test_agent_overrides_reach_the_endpoint(model_server: FakeModelServer) -> None:
+    special = Agent("special", "d", "i", model="other-model", temperature=0.5, max_output_tokens=77)
+    plain = Agent("plain", "d", "i")
+    catalog = AgentCatalog([special, plain], "special")
+    client = get_model_client()
+    call_model(replace(REQUEST, agent="special"), client, find_agent=catalog.get)
+    call_model(replace(REQUEST, agent="plain"), client, find_agent=catalog.get)
+    first, second = model_server.requests
+    assert (first.body["model"], first.body["temperature"], first.body["max_tokens"]) == (
+        "other-model",
+        0.5,
+        77,
+    )
+    assert first.tools == [] and "tool_choice" not in first.body  # no tools: none offered
+    assert second.body["model"] == "activity-model"
+    assert "temperature" not in second.body and "max_tokens" not in second.body
+
+
+def test_tool_results_reach_the_model(model_server: FakeModelServer) -> None:
+    call = {"id": "call_1", "name": "calculate", "arguments": '{"expression": "6*7"}'}
+    request = replace(
+        REQUEST,
+        messages=[
+            *REQUEST.messages,
+            ChatMessage("assistant", "", tool_calls=(call,)),
+            ChatMessage("tool", "42", tool_call_id="call_1"),
+        ],
+    )
+    result = registered_activity()(request=request.to_dict())
+    assert result["content"] == ECHO_PREFIX + TOOL_ECHO_PREFIX + "42"
+    (sent,) = model_server.requests
+    assert sent.messages[-2:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "calculate", "arguments": '{"expression": "6*7"}'},
+                }
+            ],
+        },
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+    ]
+
+
+def test_mark_approvals_and_model_options_use_the_given_registry() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool(needs_approval=True)
+    def launch(target: str) -> str:
+        """Launch."""
+        return target
+
+    agent = Agent("a", "d", "i", tools=("launch",), max_output_tokens=5)
+    options = model_options(agent, registry)
+    assert options == ModelOptions(tools=(registry.schemas(["launch"])[0],), max_output_tokens=5)
+    reply = ModelReply(
+        "", "m", "tool_calls", 1, tool_calls=({"id": "1", "name": "launch", "arguments": "{}"},)
+    )
+    assert mark_approvals(reply, registry).tool_calls[0]["needs_approval"] is True
+    plain = ModelReply("hi", "m", "stop", 1)
+    assert mark_approvals(plain, registry) is plain
+
+
+def test_fit_reply_keeps_tool_calls_whole() -> None:
+    call = {
+        "id": "c",
+        "name": "save_note",
+        "arguments": json.dumps({"text": "n" * 2000}),
+        "needs_approval": True,
+    }
+    reply = ModelReply("x" * 5000, "m", "tool_calls", 1, tool_calls=(call,))
+    fitted = fit_reply(reply, 1024 + 4000)
+    assert fitted.tool_calls == (call,)
+    assert fitted.truncated and 0 < len(fitted.content) < 4000 - 2000
+    with pytest.raises(ModelCallError, match="tool calls of") as raised:
+        fit_reply(reply, 1024 + 1000)
+    assert raised.value.retryable is False
+
+
+def test_request_and_reply_round_trips_and_old_payloads() -> None:
+    request = replace(REQUEST, agent="calculator")
+    assert ModelRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+    old_request = {k: v for k, v in REQUEST.to_dict().items() if k != "agent"}
+    assert ModelRequest.from_dict(old_request).agent == "assistant"
+    call = {"id": "c1", "name": "calculate", "arguments": "{}", "needs_approval": False}
+    reply = ModelReply("", "m", "tool_calls", 3, Usage(1, 2, 3), tool_calls=(call,))
+    assert ModelReply.from_dict(json.loads(json.dumps(reply.to_dict()))) == reply
+    old_reply = {"content": "hi", "model": "m", "finish_reason": "stop", "latency_ms": 2}
+    assert ModelReply.from_dict(old_reply).tool_calls == ()
+    # needs_approval defaults to False; a call without an id or with decoded arguments is refused
+    assert ModelReply.from_dict(
+        {**old_reply, "tool_calls": [{"id": "c", "name": "n", "arguments": ""}]}
+    ).tool_calls == ({"id": "c", "name": "n", "arguments": "", "needs_approval": False},)
+    for bad in ([{"name": "n", "arguments": "{}"}], [{"id": "c", "name": "n", "arguments": {}}], ["x"], "x"):
+        with pytest.raises(InvalidInputError):
+            ModelReply.from_dict({**old_reply, "tool_calls": bad})
