@@ -163,7 +163,12 @@ class ToolRegistry:
             needs_approval = getattr(function_tool, "approval_mode", None) == "always_require"
 
         async def run(**arguments: Any) -> Any:
-            return await invoke(arguments=arguments, skip_parsing=True)
+            try:
+                return await invoke(arguments=arguments, skip_parsing=True)
+            except Exception as failure:
+                if "ArgumentValidation" in type(failure).__name__:  # its pydantic check refused them
+                    raise ToolError(str(failure)) from None
+                raise
 
         return self.add(
             ToolSpec(

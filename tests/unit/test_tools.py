@@ -365,3 +365,71 @@ def test_save_note_refuses_before_signalling(text: str, message: str) -> None:
     assert client.signals == []
     with pytest.raises(ToolError, match="no durable client"):
         asyncio.run(save_note("fine", ToolContext("t", "c")))
+
+
+# -- Microsoft Agent Framework tools (an optional extra) ---------------------------------------
+
+
+class StandIn:
+    """What the registry reads of an `agent_framework.FunctionTool`."""
+
+    name = "lookup"
+    description = "Look a word up."
+    approval_mode = "always_require"
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def parameters(self) -> dict[str, Any]:
+        return {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}
+
+    async def invoke(self, *, arguments: dict[str, Any], skip_parsing: bool = False) -> Any:
+        self.calls.append(arguments)
+        if "word" not in arguments:
+
+            class _FunctionArgumentValidationError(Exception):
+                pass
+
+            raise _FunctionArgumentValidationError("Invalid arguments for 'lookup': word is required")
+        return {"word": arguments["word"], "skip_parsing": skip_parsing}
+
+
+def test_agent_framework_style_tools_register_and_run() -> None:
+    registry = ToolRegistry()
+    stand_in = StandIn()
+    spec = registry.add_function_tool(stand_in)
+    assert (spec.name, spec.description, spec.needs_approval, spec.check_schema) == (
+        "lookup",
+        "Look a word up.",
+        True,
+        False,
+    )
+    assert spec.parameters["required"] == ["word"]
+    assert asyncio.run(spec.function(word="durable")) == {"word": "durable", "skip_parsing": True}
+    with pytest.raises(ToolError, match="Invalid arguments for 'lookup'"):
+        asyncio.run(spec.function())
+    assert (
+        registry.add_function_tool(
+            type("T", (StandIn,), {"name": "t2"})(), needs_approval=False
+        ).needs_approval
+        is False
+    )
+    with pytest.raises(ToolDefinitionError, match="not an Agent Framework function tool"):
+        registry.add_function_tool(object())
+
+
+def test_real_agent_framework_tools_when_installed() -> None:
+    framework = pytest.importorskip("agent_framework")
+
+    @framework.tool(approval_mode="always_require")
+    def get_weather(location: str, unit: str = "celsius") -> str:
+        """Get the weather for a location."""
+        return f"Weather in {location}: 22 {unit}"
+
+    registry = ToolRegistry()
+    spec = registry.add_function_tool(get_weather)
+    assert spec.needs_approval is True
+    assert spec.parameters["required"] == ["location"]
+    assert asyncio.run(spec.function(location="Oslo")) == "Weather in Oslo: 22 celsius"
+    with pytest.raises(ToolError, match="Invalid arguments"):
+        asyncio.run(spec.function())
