@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute
 
 from devhost.app_index import BUILTIN_PREFIX, HTTP_TRIGGER, WARMUP_TRIGGER, IndexedFunction, load_app
 from devhost.backends import Backend, make_backend
+from devhost.grpc_limits import MAX_MESSAGE_BYTES
 from devhost.http_server import BackendLabel, build_app
 from devhost.invoker import Invoker
 from devhost.local_model import start_if_unconfigured
@@ -123,7 +124,7 @@ def client_binding(backend: Backend, task_hub: str, public_url: str) -> str:
             "requiredQueryStringParameters": "",
             "creationUrls": {},
             "managementUrls": {},
-            "maxGrpcMessageSizeInBytes": 0,
+            "maxGrpcMessageSizeInBytes": MAX_MESSAGE_BYTES,
         }
     )
 
