@@ -23,6 +23,8 @@ from tools.registry import ArgumentError, ToolContext, ToolError, ToolRegistry, 
 
 #: the most a tool result may hold (UTF-8 bytes); longer results are cut with a note
 MAX_RESULT_BYTES = 16 * 1024
+#: how long one tool may run before its call is answered with a timeout error
+TOOL_TIMEOUT_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ async def run_tool(
     context: ToolContext,
     *,
     find_agent: Callable[[str], Agent] = get_agent,
+    time_limit: float = TOOL_TIMEOUT_SECONDS,
 ) -> ToolResult:
     """Run `request.call` if the thread's agent may use it; every problem is an error result."""
     call = request.call
@@ -120,7 +123,10 @@ async def run_tool(
     except ArgumentError as mismatch:
         return failed(f"{spec.name}() {mismatch}")
     try:
-        value = await _invoke(spec, arguments, context)
+        async with asyncio.timeout(time_limit):
+            value = await _invoke(spec, arguments, context)
+    except TimeoutError:
+        return failed(f"{spec.name}() did not finish within {time_limit:g} seconds")
     except ToolError as refused:
         return failed(f"{spec.name}() {refused}")
     except Exception as crashed:

@@ -90,16 +90,40 @@ def secret() -> str:
     return "the secret"
 
 
-ALL = ("add", "explode", "refuse", "structured", "huge", "whoami", "blocking", "ghost")
+@REGISTRY.tool
+async def slow() -> str:
+    """Takes its time."""
+    await asyncio.sleep(5)
+    return "late"
+
+
+class LooseTool:
+    """An Agent Framework style tool: it checks its own arguments."""
+
+    name = "loose"
+    description = "Takes anything."
+
+    def parameters(self) -> dict[str, Any]:
+        return {"type": "object", "properties": {}}
+
+    async def invoke(self, *, arguments: dict[str, Any], skip_parsing: bool = False) -> Any:
+        return sorted(arguments)
+
+
+REGISTRY.add_function_tool(LooseTool())
+
+ALL = ("slow", "loose", "add", "explode", "refuse", "structured", "huge", "whoami", "blocking", "ghost")
 CATALOG = AgentCatalog(
     [Agent("tester", "d", "i", tools=ALL), Agent("narrow", "d", "i", tools=("add",))], "tester"
 )
 
 
-def run(name: str, arguments: str = "{}", *, agent: str = "tester", call_id: str = "call_1") -> ToolResult:
+def run(
+    name: str, arguments: str = "{}", *, agent: str = "tester", call_id: str = "call_1", timeout: float = 10
+) -> ToolResult:
     request = ToolRequest("thread-1", agent, ToolCall(call_id, name, arguments))
     context = ToolContext("thread-1", call_id)
-    return asyncio.run(run_tool(request, REGISTRY, context, find_agent=CATALOG.get))
+    return asyncio.run(run_tool(request, REGISTRY, context, find_agent=CATALOG.get, time_limit=timeout))
 
 
 def test_success() -> None:
@@ -111,6 +135,15 @@ def test_success() -> None:
 def test_context_reaches_async_and_sync_tools() -> None:
     assert run("whoami", call_id="call_9").content == "thread-1/call_9"
     assert run("blocking", "", call_id="c2").content == "sync c2"  # empty arguments mean {}
+
+
+def test_a_slow_tool_times_out() -> None:
+    result = run("slow", timeout=0.05)
+    assert result.is_error and result.content == "error: slow() did not finish within 0.05 seconds"
+
+
+def test_self_checking_tools_get_the_decoded_arguments() -> None:
+    assert run("loose", '{"b": 1, "a": 2}').content == '["a", "b"]'
 
 
 def test_non_string_results_are_json() -> None:
@@ -130,7 +163,8 @@ def test_non_string_results_are_json() -> None:
         ("add", '{"a": 1', "error: the arguments for add() are not valid JSON"),
         ("explode", '{"reason": "test"}', "error: explode() raised RuntimeError: kaboom: test"),
         ("refuse", "{}", "error: refuse() the printer is out of paper"),
-        ("nope", "{}", "error: there is no tool named 'nope'; available tools: add, explode, refuse"),
+        ("nope", "{}", "error: there is no tool named 'nope'; available tools: slow, loose, add, explode"),
+        ("loose", "[1]", "error: loose() arguments must be a JSON object"),
         ("ghost", "{}", "error: there is no tool named 'ghost'"),
         ("secret", "{}", "error: agent 'tester' may not use the tool named 'secret'"),
     ],
