@@ -3,7 +3,8 @@
 `ModelClient` is a Protocol so the activity can be tested with a scripted fake, and the
 real implementation (openai SDK, Azure OpenAI or any compatible endpoint) lives in
 `agent.openai_model`. Requests and replies are plain dataclasses that round-trip through
-JSON dicts, the form Durable Functions carries between orchestration and activity.
+JSON dicts, the form Durable Functions carries between orchestration and activity. A request
+names the thread's agent; a reply may ask for tool calls instead of (or besides) text.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """The real model client: chat completions over the openai SDK, Azure OpenAI or any compatible endpoint.
 
 `OpenAIChatModel` sends one chat completion per `complete()` call with the SDK's own retries
-off (`max_retries=0`); `agent.retry.RetryPolicy` decides what is retried. Each failure is
+off (`max_retries=0`); `agent.retry.RetryPolicy` decides what is retried. `ModelOptions`
+offer an agent's tools (`tool_choice` auto) and override the model (on Azure: the
+deployment, which the SDK puts in the path), temperature and output limit per call; the
+reply's `message.tool_calls` come back as plain dicts with the arguments as the raw JSON
+text the model wrote (checking them is the `run_tool` activity's job). Each failure is
 translated into the app's errors: transient ones (408/409/429/5xx, timeouts, connection
 errors, malformed or empty bodies) into `TransientModelError` for the policy, rejections
 (400/401/403/404) into `ModelRejectedError` with a hint a person can act on, Azure content
