@@ -4,7 +4,7 @@ import azure.durable_functions as df
 
 import http_api
 from activities import call_model, run_tool, sweep
-from entities import legacy_history, storage
+from entities import legacy_history, storage, usage
 from orchestrations import maintenance, thread
 
 app = df.DFApp()
@@ -16,3 +16,4 @@ app.register_functions(run_tool.bp)
 app.register_functions(sweep.bp)
 app.register_functions(storage.bp)
 app.register_functions(legacy_history.bp)
+app.register_functions(usage.bp)

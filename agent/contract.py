@@ -24,6 +24,8 @@ THREAD_ENTITY = "thread"
 PAGE_ENTITY = "history_page"
 BLOB_ENTITY = "history_blob"
 MESSAGE_ENTITY = "message"
+#: per-caller usage for rate limits (key: a digest of the caller, never the caller itself)
+CALLER_ENTITY = "caller"
 #: the single-blob history of threads written before paging (kept for upgrades)
 LEGACY_HISTORY_ENTITY = "history"
 KEY_SEPARATOR = "~"

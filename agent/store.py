@@ -30,6 +30,7 @@ from google.protobuf import wrappers_pb2
 from agent import history
 from agent.contract import (
     BLOB_ENTITY,
+    CALLER_ENTITY,
     KEY_SEPARATOR,
     LEGACY_HISTORY_ENTITY,
     MESSAGE_ENTITY,
@@ -227,7 +228,8 @@ async def delete_thread(
     """Stop a thread, delete every stored piece, then purge its orchestration. The purge is
     last, so a deletion cut short leaves a thread that a second call finds and finishes."""
     deadline = time.monotonic() + within_seconds
-    state = await client.get_orchestration_state(thread_id, fetch_payloads=False)
+    state = await client.get_orchestration_state(thread_id, fetch_payloads=True)
+    caller = _caller_of(state.serialized_input if state is not None else None)
     if state is not None and state.runtime_status in LIVE:
         await client.terminate_orchestration(thread_id, recursive=True)
         while True:
@@ -240,6 +242,19 @@ async def delete_thread(
     await ThreadStore(client).delete(thread_id, within_seconds=max(1.0, deadline - time.monotonic()))
     if state is not None:
         await client.purge_orchestration(thread_id, recursive=True)
+        if caller:
+            await client.signal_entity(EntityInstanceId(CALLER_ENTITY, caller), "thread_deleted")
+
+
+def _caller_of(raw_input: str | None) -> str | None:
+    """The caller entity a thread counts against (see agent.limits), from its input."""
+    try:
+        data = json.loads(raw_input) if raw_input else None
+    except ValueError:
+        return None
+    config = data.get("config") if isinstance(data, dict) else None
+    caller = config.get("caller") if isinstance(config, dict) else None
+    return caller if isinstance(caller, str) else None
 
 
 def _split(entity_id: str) -> tuple[str, str]:

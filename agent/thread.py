@@ -131,6 +131,10 @@ class ThreadConfig:
     owner: str | None = None
     max_tool_rounds: int = 8
     approval_timeout_seconds: float = 86_400.0
+    #: the caller entity's key (a digest) that this thread's usage counts against
+    caller: str | None = None
+    #: add each turn's tokens to the caller's daily count (RATE_LIMIT_TOKENS_PER_DAY is on)
+    count_tokens: bool = False
 
     @classmethod
     def from_dict(cls, data: Any) -> ThreadConfig:
@@ -146,6 +150,8 @@ class ThreadConfig:
             owner=owner if isinstance(owner, str) else None,
             max_tool_rounds=int(data.get("max_tool_rounds") or 8),
             approval_timeout_seconds=float(data.get("approval_timeout_seconds") or 86_400.0),
+            caller=data.get("caller") if isinstance(data.get("caller"), str) else None,
+            count_tokens=data.get("count_tokens") is True,
         )
 
 

@@ -186,10 +186,17 @@ class FunctionRoutes:
     async def _invoke(self, function: IndexedFunction, request: Request, params: dict[str, str]) -> Response:
         body = await request.body()
         query = request.url.query
+        headers = dict(request.headers.items())
+        if request.client is not None:
+            # As the Functions front end does: the caller's address ends X-Forwarded-For.
+            forwarded = headers.get("x-forwarded-for")
+            headers["x-forwarded-for"] = (
+                f"{forwarded}, {request.client.host}" if forwarded else request.client.host
+            )
         incoming = func.HttpRequest(
             method=request.method.upper(),
             url=str(request.url),
-            headers=dict(request.headers.items()),
+            headers=headers,
             params=dict(parse_qsl(query, keep_blank_values=True)),
             route_params=params,
             body=body,

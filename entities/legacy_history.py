@@ -55,7 +55,8 @@ def apply_operation(
             return state, page
         case "window":
             budget = _int(args.get("budget_bytes"), "budget_bytes", 48_000)
-            return state, [{"role": m.role, "content": m.content} for m in history.window(state, budget_bytes=budget)]
+            chosen = history.window(state, budget_bytes=budget)
+            return state, [{"role": m.role, "content": m.content} for m in chosen]
         case "export":
             return state, history.export(
                 state,

@@ -32,7 +32,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def problem(status: int, detail: str, *, code: str | None = None, **extra: Any) -> func.HttpResponse:
+def problem(
+    status: int, detail: str, *, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+) -> func.HttpResponse:
     title = HTTPStatus(status).phrase
     body = {
         "type": f"{PROBLEM_TYPE_BASE}-{code}" if code else "about:blank",
@@ -43,7 +45,10 @@ def problem(status: int, detail: str, *, code: str | None = None, **extra: Any) 
         **extra,
     }
     return func.HttpResponse(
-        json.dumps(body, ensure_ascii=False), status_code=status, mimetype="application/problem+json"
+        json.dumps(body, ensure_ascii=False),
+        status_code=status,
+        mimetype="application/problem+json",
+        headers=headers,
     )
 
 
@@ -77,7 +82,9 @@ async def _respond(handler: Handler, args: Any, kwargs: Any) -> func.HttpRespons
     except DurableAgentError as error:
         if error.http_status >= 500:
             logger.warning("%s failed: %s", handler.__name__, error.message)
-        return problem(error.http_status, error.message, code=error.code)
+        retry_after = getattr(error, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None
+        return problem(error.http_status, error.message, code=error.code, headers=headers)
     except Exception:
         logger.exception("%s failed unexpectedly", handler.__name__)
         return problem(

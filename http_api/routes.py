@@ -18,6 +18,7 @@ import azure.functions as func
 from azure.functions.warmup import WarmUpContext
 
 from agent.errors import InvalidInputError, PayloadTooLargeError, UnauthorizedError, UnsupportedMediaTypeError
+from agent.limits import caller_key
 from agent.settings import MAX_SYSTEM_PROMPT_BYTES, REQUEST_OVERHEAD_BYTES, describe_model, get_settings
 from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_id, encoded_size
 from http_api.problems import handle_errors, json_response
@@ -136,8 +137,9 @@ PRINCIPAL_HEADER = "x-ms-client-principal-id"
 def _service(req: func.HttpRequest, client: df.DurableFunctionsClient) -> ThreadService:
     """The thread service for this caller, scoped to its principal when callers sign in."""
     settings = get_settings()
-    principal = caller_principal(dict(req.headers), settings)
-    return ThreadService(client, principal, settings)
+    headers = dict(req.headers)
+    principal = caller_principal(headers, settings)
+    return ThreadService(client, principal, settings, caller_key(principal, headers))
 
 
 def caller_principal(headers: dict[str, str], settings: Any) -> str | None:

@@ -27,12 +27,14 @@ from durabletask.client import (
     OrchestrationStatus,
     parse_orchestration_state,
 )
+from durabletask.entities import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 
 from agent import history, legacy_history
 from agent.contract import (
     BLOB_ENTITY,
+    CALLER_ENTITY,
     LEGACY_HISTORY_ENTITY,
     MAINTENANCE_INSTANCE_ID,
     MAINTENANCE_ORCHESTRATION,
@@ -44,6 +46,7 @@ from agent.contract import (
     child_key,
 )
 from agent.errors import BackendUnavailableError, ConflictError, InvalidInputError, NotFoundError
+from agent.limits import MessageRateLimiter, caller_digest, check_threads, check_tokens
 from agent.progress import Cursor, Event, events_since
 from agent.settings import Settings
 from agent.store import ThreadStore, delete_thread
@@ -150,12 +153,23 @@ class ThreadService:
     caller sees and changes only the threads it created."""
 
     def __init__(
-        self, client: AsyncTaskHubGrpcClient, principal: str | None = None, settings: Settings | None = None
+        self,
+        client: AsyncTaskHubGrpcClient,
+        principal: str | None = None,
+        settings: Settings | None = None,
+        caller: str | None = None,
     ) -> None:
         self._client = client
         self._principal = principal
         self._settings = settings
+        self._caller = caller_digest(caller) if caller else None
         self._store = ThreadStore(client)
+
+    async def _usage(self) -> Any:
+        if self._caller is None:
+            return None
+        async with backend_errors():
+            return (await self._store.read(CALLER_ENTITY, self._caller)).state
 
     # -- reading ------------------------------------------------------------------------
 
@@ -374,6 +388,8 @@ class ThreadService:
             existing = await self._client.get_orchestration_state(thread_id, fetch_payloads=False)
         if existing is not None:
             raise ConflictError(f"Thread id '{thread_id}' is already in use; pick another id or omit it.")
+        if settings.limits.threads_per_principal:
+            check_threads(await self._usage(), settings.limits.threads_per_principal)
         async with backend_errors():
             await self._store.delete(thread_id)  # leftovers of a thread purged elsewhere
             await self._ensure_maintenance()
@@ -387,11 +403,17 @@ class ThreadService:
             owner=self._principal,
             max_tool_rounds=settings.max_tool_rounds,
             approval_timeout_seconds=settings.approval_timeout_seconds,
+            caller=self._caller,
+            count_tokens=settings.limits.tokens_per_day > 0,
         )
         async with backend_errors():
             await self._client.schedule_new_orchestration(
                 THREAD_ORCHESTRATION, input=ThreadState(config=config).to_dict(), instance_id=thread_id
             )
+            if self._caller is not None:
+                await self._client.signal_entity(
+                    EntityInstanceId(CALLER_ENTITY, self._caller), "thread_created"
+                )
         return ThreadSummary(
             thread_id=thread_id,
             agent=agent,
@@ -428,6 +450,11 @@ class ThreadService:
             raise ConflictError(
                 f"Thread '{thread_id}' is {status_name(instance.runtime_status)} and takes no more messages."
             )
+        if self._settings is not None and self._caller is not None:
+            limits = self._settings.limits
+            if limits.tokens_per_day:
+                check_tokens(await self._usage(), limits.tokens_per_day, datetime.now(UTC))
+            MESSAGES.admit(self._caller, limits.messages_per_minute)
         to_send = message
         if not _is_legacy(instance):
             async with backend_errors():
@@ -537,6 +564,8 @@ class ThreadService:
 
 
 _maintenance_checked = False
+#: this process's per-caller message counts (agent.limits: a per-instance guard)
+MESSAGES = MessageRateLimiter()
 
 
 def _config(raw_input: Any) -> ThreadConfig:

@@ -32,6 +32,7 @@ from agent import history
 from agent.contract import (
     BLOB_ENTITY,
     CALL_MODEL_ACTIVITY,
+    CALLER_ENTITY,
     MESSAGE_ENTITY,
     PAGE_ENTITY,
     THREAD_ENTITY,
@@ -253,6 +254,7 @@ def answer(
     next_seq = asking.next_seq
     outcome: ThreadStateName = "idle"
     rounds = 0
+    tokens_used = 0
 
     def publish(
         current: ThreadStateName, tools: tuple[str, ...], approvals: tuple[dict[str, Any], ...]
@@ -272,6 +274,7 @@ def answer(
             sent += encoded_size(request) + encoded_size(result)
             reply = ModelReply.from_dict(result)
             calls = [dict(c) for c in result.get("tool_calls") or () if isinstance(c, dict)]
+            tokens_used += reply.usage.total_tokens
         except task.TaskFailedError as failed:
             log.warning("thread %s: turn %d failed: %s", ctx.instance_id, turn, failed.details.error_type)
             entry = _error_entry(ctx, next_seq, message, failed.details)
@@ -350,6 +353,9 @@ def answer(
             EntityInstanceId(MESSAGE_ENTITY, child_key(ctx.instance_id, message.id)), "put", record
         )
     sent += write_entries(ctx, state, [*unwritten, entry])
+    if config.count_tokens and config.caller and tokens_used:
+        usage = {"day": ctx.current_utc_datetime.strftime("%Y-%m-%d"), "tokens": tokens_used}
+        ctx.signal_entity(EntityInstanceId(CALLER_ENTITY, config.caller), "tokens", usage)
     conversation = [*window, entry] if outcome == "idle" else list(window)
     done = replace(
         asking,

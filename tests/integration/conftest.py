@@ -22,6 +22,10 @@ def model_env(fake: FakeModelServer) -> dict[str, str]:
         "MODEL_MAX_ATTEMPTS": "4",
         "MODEL_RETRY_MAX_SECONDS": "20",
         "SYSTEM_PROMPT": "You are a test assistant.",
+        # the per-caller limits have tests of their own; elsewhere they would only get in the way
+        "RATE_LIMIT_MESSAGES_PER_MINUTE": "0",
+        "RATE_LIMIT_THREADS_PER_PRINCIPAL": "0",
+        "RATE_LIMIT_TOKENS_PER_DAY": "0",
         "AZURE_OPENAI_ENDPOINT": "",
         "AZURE_OPENAI_DEPLOYMENT": "",
         "MODEL_PROVIDER": "",

@@ -38,6 +38,7 @@ EXPECTED_DURABLE = {
     "history_blob": ("entityTrigger", "history_blob"),
     "message_index": ("entityTrigger", "message"),
     "legacy_history_entity": ("entityTrigger", "history"),
+    "caller_usage": ("entityTrigger", "caller"),
     # registered by every DFApp; they back call_http
     "BuiltIn__HttpActivity": ("activityTrigger", "BuiltIn__HttpActivity"),
     "BuiltIn__HttpPollOrchestrator": ("orchestrationTrigger", "BuiltIn__HttpPollOrchestrator"),
