@@ -169,3 +169,85 @@ def test_thread_answers_skips_and_recovers_under_replay() -> None:
             fresh.close()
 
     assert all(asyncio.run(rerun()))
+
+
+def tool_app(runs: dict[str, int]) -> df.DFApp:
+    app = df.DFApp()
+    app.register_functions(thread.bp)
+    app.register_functions(storage.bp)
+
+    @app.activity_trigger(input_name="request", activity="call_model")
+    def call_model(request: dict[str, Any]) -> dict[str, Any]:
+        last = request["messages"][-1]
+        if last["role"] == "user":
+            calls = [
+                {"id": f"c{i}", "name": "calculate", "arguments": "{}", "needs_approval": False}
+                for i in (1, 2)
+            ]
+            return {
+                "content": "",
+                "model": "m",
+                "finish_reason": "tool_calls",
+                "latency_ms": 1,
+                "tool_calls": calls,
+            }
+        return {"content": "done", "model": "m", "finish_reason": "stop", "latency_ms": 1}
+
+    @app.activity_trigger(input_name="request", activity="run_tool")
+    def run_tool(request: dict[str, Any]) -> dict[str, Any]:
+        call_id = request["call"]["id"]
+        runs[call_id] = runs.get(call_id, 0) + 1
+        return {"call_id": call_id, "name": "calculate", "content": "2", "is_error": False}
+
+    return app
+
+
+async def tool_turn() -> tuple[dict[str, int], RecordingInvoker, list[dict[str, Any]]]:
+    runs: dict[str, int] = {}
+    backend = MemoryBackend()
+    backend.start()
+    invoker = RecordingInvoker(json.dumps({"taskHubName": "test", "rpcBaseUrl": backend.address}))
+    driver = WorkItemDriver(backend.address, index_functions(tool_app(runs)), invoker)
+    runner = asyncio.create_task(driver.run())
+    client = AsyncTaskHubGrpcClient(host_address=backend.address)
+    thread_id = f"tools-{uuid.uuid4().hex[:8]}"
+    try:
+        start = ThreadState(config=ThreadConfig(created_at="2026-01-01T00:00:00Z", system_prompt="S"))
+        await client.schedule_new_orchestration("thread", input=start.to_dict(), instance_id=thread_id)
+        for text in ("use tools", "and again"):
+            await client.raise_orchestration_event(
+                thread_id, "user_message", data={"id": text[:3], "content": text}
+            )
+
+        async def answered() -> Any:
+            entries = await stored_entries(client, thread_id)
+            return entries if sum(1 for e in entries if e.get("content") == "done") == 2 else None
+
+        return runs, invoker, await wait_for(answered)
+    finally:
+        await client.close()
+        await driver.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        invoker.close()
+        backend.stop()
+
+
+def test_completed_tools_never_run_again_on_replay() -> None:
+    runs, invoker, entries = asyncio.run(tool_turn())
+    assert [e["role"] for e in entries].count("tool") == 4
+    # two turns, two calls each, same call ids: each id ran once per turn, never on replay
+    assert runs == {"c1": 2, "c2": 2}
+    replayed_tools = 0
+    for _, encoded_request, _ in invoker.orchestrator_calls:
+        request = pb.OrchestratorRequest()
+        request.ParseFromString(base64.b64decode(encoded_request))
+        replayed_tools = max(
+            replayed_tools,
+            sum(
+                1
+                for e in request.pastEvents
+                if e.HasField("taskScheduled") and e.taskScheduled.name == "run_tool"
+            ),
+        )
+    assert replayed_tools >= 2  # later steps replayed the completed tool calls without running them

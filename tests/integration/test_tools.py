@@ -1,0 +1,253 @@
+"""Agents that act, through devhost over HTTP: tool calls as durable steps, approvals, the
+Agent Framework's run contract. The scripted fake model asks for the tool calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes import model_server as steps
+from tests.fakes.model_server import FakeModelServer
+from tests.integration.conftest import model_env, unique
+from tests.integration.harness import Api, DevhostProcess, wait_until
+
+
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def agents_host(
+    request: pytest.FixtureRequest, fake_model: FakeModelServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevhostProcess]:
+    folder = tmp_path_factory.mktemp(f"tools-{request.param}")
+    env = {**model_env(fake_model), "MAX_TOOL_ROUNDS": "3", "APPROVAL_TIMEOUT_SECONDS": "3"}
+    host = DevhostProcess(
+        folder / "devhost.log",
+        backend=str(request.param),
+        db_path=folder / "taskhub.db" if request.param == "sqlite" else None,
+        env=env,
+    ).start()
+    yield host
+    assert host.stop() == 0, host.log()
+
+
+@pytest.fixture
+def api(agents_host: DevhostProcess) -> Api:
+    return agents_host.api
+
+
+def new_thread(api: Api, **body: Any) -> str:
+    created = api.post("/api/threads", {"thread_id": unique("t"), **body})
+    assert created.status == 201, created.body
+    return str(created.json["thread_id"])
+
+
+def ask(api: Api, thread_id: str, content: str, wait: int = 30) -> dict[str, Any]:
+    reply = api.post(f"/api/threads/{thread_id}/messages?wait={wait}", {"content": content})
+    assert reply.status == 200, reply.body
+    body: dict[str, Any] = reply.json
+    return body
+
+
+def entries(api: Api, thread_id: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = api.get(f"/api/threads/{thread_id}/messages?limit=200").json["messages"]
+    return messages
+
+
+def test_one_tool_call_runs_and_its_result_reaches_the_model(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(steps.tool_calls([{"name": "calculate", "arguments": {"expression": "6*7"}}]))
+    answer = ask(api, thread_id, "What is six times seven?")
+    assert answer["reply"]["content"] == "echo: tool: 42"  # the echo of the tool result
+    roles = [(e["role"], bool(e.get("tool_calls"))) for e in entries(api, thread_id)]
+    assert roles == [
+        ("system", False),
+        ("user", False),
+        ("assistant", True),
+        ("tool", False),
+        ("assistant", False),
+    ]
+    sent = model.requests[-1].messages
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "calculate"
+    assert sent[-1] == {"role": "tool", "content": "42", "tool_call_id": sent[-2]["tool_calls"][0]["id"]}
+    assert api.get(f"/api/threads/{thread_id}").json["message_count"] == 2
+
+
+def test_two_calls_from_one_reply_both_run(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(
+        steps.tool_calls(
+            [
+                {"name": "calculate", "arguments": {"expression": "1+1"}},
+                {"name": "current_time", "arguments": {}},
+            ]
+        ),
+        steps.reply("both done"),
+    )
+    assert ask(api, thread_id, "sum and time")["reply"]["content"] == "both done"
+    tools = [e for e in entries(api, thread_id) if e["role"] == "tool"]
+    assert [t["name"] for t in tools] == ["calculate", "current_time"]
+    assert tools[0]["content"] == "2" and tools[1]["content"].startswith("20")
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        ({"name": "calculate", "arguments": {"expression": "1/0"}}, "error"),
+        ({"name": "no_such_tool", "arguments": {}}, "no_such_tool"),
+        ({"name": "calculate", "arguments": {"wrong": 1}}, "expression"),
+        ({"name": "calculate", "arguments": "{not json"}, "JSON"),
+    ],
+)
+def test_tool_failures_go_back_to_the_model_and_the_turn_succeeds(
+    api: Api, model: FakeModelServer, call: dict[str, Any], expected: str
+) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(steps.tool_calls([call]), steps.reply("recovered"))
+    answer = ask(api, thread_id, "try a tool")
+    assert answer["status"] == "answered" and answer["reply"]["content"] == "recovered"
+    (tool,) = [e for e in entries(api, thread_id) if e["role"] == "tool"]
+    assert tool["is_error"] is True and expected in tool["content"]
+    assert model.requests[-1].messages[-1]["role"] == "tool"  # the model saw the failure
+
+
+def test_the_rounds_limit_ends_the_turn_with_a_clear_message(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    loop = steps.tool_calls([{"name": "calculate", "arguments": {"expression": "1+1"}}])
+    model.enqueue(*[loop] * 4)
+    answer = ask(api, thread_id, "loop forever")
+    assert answer["status"] == "answered"
+    assert "stopped after 3 rounds" in answer["reply"]["content"]
+    assert answer["reply"]["finish_reason"] == "tool_rounds_exhausted"
+    assert len([e for e in entries(api, thread_id) if e["role"] == "tool"]) == 3
+
+
+def pending(api: Api, thread_id: str) -> list[dict[str, Any]]:
+    thread = api.get(f"/api/threads/{thread_id}").json
+    if thread["state"] != "awaiting_approval":
+        return []
+    approvals: list[dict[str, Any]] = thread["pending_approvals"]
+    return approvals
+
+
+def test_an_approved_tool_runs_and_a_message_sent_meanwhile_is_answered_after(
+    api: Api, model: FakeModelServer
+) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(steps.tool_calls([{"name": "save_note", "arguments": {"text": "buy milk"}}]))
+    first = api.post(f"/api/threads/{thread_id}/messages", {"content": "remember milk"})
+    approvals = wait_until(lambda: pending(api, thread_id), what="an approval request")
+    assert approvals[0]["tool"] == "save_note" and approvals[0]["arguments"] == {"text": "buy milk"}
+    call_id = approvals[0]["call_id"]
+    assert approvals[0]["approve_url"] == f"/api/threads/{thread_id}/approvals/{call_id}"
+    queued = api.post(f"/api/threads/{thread_id}/messages", {"content": "and eggs?"})
+    assert queued.status == 202
+    decided = api.post(approvals[0]["approve_url"], {"approve": True})
+    assert decided.status == 202 and decided.json["decision"] == "approved"
+    done = api.get(first.json["reply_url"] + "?wait=30").json
+    assert done["status"] == "answered" and done["reply"]["content"].startswith("echo: tool: ")
+    later = api.get(queued.json["reply_url"] + "?wait=30").json
+    assert later["reply"]["content"] == "echo: and eggs?"
+    notes = api.get(f"/api/threads/{thread_id}/notes").json["notes"]
+    assert [n["text"] for n in notes] == ["buy milk"]
+    again = api.post(f"/api/threads/{thread_id}/approvals/{call_id}", {"approve": False})
+    assert again.status == 409
+    assert api.post(f"/api/threads/{thread_id}/approvals/nope", {"approve": True}).status == 404
+    users = [e["content"] for e in entries(api, thread_id) if e["role"] == "user"]
+    assert users == ["remember milk", "and eggs?"]
+
+
+def test_a_denied_tool_does_not_run_and_the_model_hears_why(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(steps.tool_calls([{"name": "save_note", "arguments": {"text": "secret"}}]))
+    posted = api.post(f"/api/threads/{thread_id}/messages", {"content": "note this"})
+    (approval,) = wait_until(lambda: pending(api, thread_id), what="an approval request")
+    assert api.post(approval["approve_url"], {"approve": False, "reason": "not now"}).status == 202
+    done = api.get(posted.json["reply_url"] + "?wait=30").json
+    assert "denied" in done["reply"]["content"] and "not now" in done["reply"]["content"]
+    assert api.get(f"/api/threads/{thread_id}/notes").json["notes"] == []
+    (tool,) = [e for e in entries(api, thread_id) if e["role"] == "tool"]
+    assert tool["approval"] == "denied"
+
+
+def test_an_approval_nobody_gives_times_out(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(steps.tool_calls([{"name": "save_note", "arguments": {"text": "later"}}]))
+    posted = api.post(f"/api/threads/{thread_id}/messages", {"content": "note it"})
+    wait_until(lambda: pending(api, thread_id), what="an approval request")
+    done = api.get(posted.json["reply_url"] + "?wait=30").json
+    assert "timed out" in done["reply"]["content"]
+    (tool,) = [e for e in entries(api, thread_id) if e["role"] == "tool"]
+    assert tool["approval"] == "timed_out" and api.get(f"/api/threads/{thread_id}/notes").json["notes"] == []
+
+
+def test_tool_pairs_survive_the_context_window(
+    fake_model: FakeModelServer, model: FakeModelServer, tmp_path: Any
+) -> None:
+    env = {**model_env(fake_model), "CONTEXT_WINDOW_BYTES": "1000"}
+    host = DevhostProcess(tmp_path / "devhost.log", backend="memory", env=env).start()
+    try:
+        api = host.api
+        thread_id = new_thread(api)
+        for i in range(4):
+            model.enqueue(steps.tool_calls([{"name": "calculate", "arguments": {"expression": f"{i}+{i}"}}]))
+            ask(api, thread_id, f"question {i} " + "x" * 150)
+        for request in model.requests:
+            sent = request.messages
+            called = {c["id"] for m in sent for c in m.get("tool_calls") or ()}
+            answered = {m["tool_call_id"] for m in sent if m["role"] == "tool"}
+            assert called == answered, sent  # every call with its result, every result with its call
+            assert sent[1]["role"] != "tool"
+        assert len(model.requests[-1].messages) < 4 * 4  # the window did trim
+    finally:
+        assert host.stop() == 0
+
+
+def test_the_agents_are_listed_with_their_tools(api: Api) -> None:
+    listed = api.get("/api/agents").json["agents"]
+    assert listed[0]["name"] == "assistant"
+    tools = {t["name"]: t for t in listed[0]["tools"]}
+    assert set(tools) == {"current_time", "calculate", "save_note"}
+    assert tools["save_note"]["needs_approval"] is True
+    assert tools["calculate"]["parameters"]["required"] == ["expression"]
+    names = [a["name"] for a in listed]
+    thread_id = new_thread(api, agent=names[1])
+    assert api.get(f"/api/threads/{thread_id}").json["agent"] == names[1]
+    assert api.post("/api/threads", {"agent": "nobody"}).status == 400
+
+
+def test_the_agent_framework_run_contract(api: Api, model: FakeModelServer) -> None:
+    first = api.post("/api/agents/assistant/run", {"message": "hello"})
+    assert first.status == 200, first.body
+    thread_id = first.headers["x-ms-thread-id"]
+    assert first.json == {
+        "status": "success",
+        "response": "echo: hello",
+        "message_count": 2,
+        "thread_id": thread_id,
+    }
+    second = api.post("/api/agents/assistant/run", {"message": "again", "thread_id": thread_id})
+    assert second.json["message_count"] == 4 and second.headers["x-ms-thread-id"] == thread_id
+    plain = api.request(
+        "POST",
+        f"/api/agents/assistant/run?thread_id={thread_id}",
+        raw=b"plain words",
+        headers={"Content-Type": "text/plain"},
+    )
+    assert plain.status == 200 and plain.body == b"echo: plain words"
+    assert (
+        plain.headers["content-type"].startswith("text/plain")
+        and plain.headers["x-ms-thread-id"] == thread_id
+    )
+    queued = api.request(
+        "POST", "/api/agents/assistant/run", {"message": "later"}, headers={"x-ms-wait-for-response": "false"}
+    )
+    assert queued.status == 202 and queued.json["correlation_id"]
+    body_flag = api.post("/api/agents/assistant/run", {"message": "later", "wait_for_response": False})
+    assert body_flag.status == 202
+    # ordinary threads: every other route works on them
+    assert api.get(f"/api/threads/{thread_id}").json["message_count"] == 6
+    assert api.post("/api/agents/nobody/run", {"message": "x"}).status == 404
+    health = api.get("/api/health").json
+    assert health["status"] == "healthy" and "model_configured" in health
+    assert json.loads(json.dumps(health))  # stays JSON
