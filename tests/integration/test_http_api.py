@@ -103,7 +103,8 @@ def test_message_poll_url_reports_progress(api: Api, thread_id: str, model: Fake
 def test_history_pages_with_after_and_limit(api: Api, thread_id: str, model: FakeModelServer) -> None:
     for i in range(3):
         assert api.post(f"/api/threads/{thread_id}/messages?wait=30", {"content": f"n{i}"}).status == 200
-    seqs, after = [], 0
+    seqs: list[int] = []
+    after: int | None = 0
     while after is not None:
         page = api.get(f"/api/threads/{thread_id}/messages?after={after}&limit=2").json
         seqs += [m["seq"] for m in page["messages"]]

@@ -64,7 +64,7 @@ def tls_backend(tmp_path: Path) -> Iterator[tuple[int, Path, HeaderRecorder]]:
     backend = InMemoryOrchestrationBackend()
     recorder = HeaderRecorder()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[recorder])
-    stubs.add_TaskHubSidecarServiceServicer_to_server(backend, server)
+    stubs.add_TaskHubSidecarServiceServicer_to_server(backend, server)  # type: ignore[no-untyped-call]  # generated gRPC code
     port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
     server.start()
     yield port, roots, recorder

@@ -130,8 +130,9 @@ def test_state_round_trips_through_dict() -> None:
 
 
 def test_entity_operations_apply_pure_functions() -> None:
-    state = history.HistoryState()
-    state, result = apply_operation(state, "init", {"system_prompt": "S", "metadata": {}, "created_at": T0})
+    state, result = apply_operation(
+        history.HistoryState(), "init", {"system_prompt": "S", "metadata": {}, "created_at": T0}
+    )
     assert result == {"last_seq": 1}
     assert state is not None
     state, result = apply_operation(state, "append", entry("u1"))

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any, TypedDict, Unpack
+
 from agent.progress import Cursor, events_since
-from agent.thread import ThreadStatus
+from agent.thread import ThreadStateName, ThreadStatus
 
 
-def status(state: str, updated_at: str, **extra: object) -> ThreadStatus:
+class StatusExtra(TypedDict, total=False):
+    """The optional ThreadStatus fields these tests set."""
+
+    answering: dict[str, Any] | None
+    tools: tuple[str, ...]
+    pending_approvals: tuple[dict[str, Any], ...]
+
+
+def status(state: ThreadStateName, updated_at: str, **extra: Unpack[StatusExtra]) -> ThreadStatus:
     return ThreadStatus(
         state=state, turn=1, message_count=0, last_seq=3, updated_at=updated_at, agent="a", **extra
-    )  # type: ignore[arg-type]
+    )
 
 
 def entry(seq: int, role: str) -> dict[str, object]:

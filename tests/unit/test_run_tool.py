@@ -246,8 +246,8 @@ def probe_app() -> df.DFApp:
     app.register_functions(run_tool_activity.bp)
 
     @app.orchestration_trigger(context_name="context", orchestration="probe")
-    def probe(context: task.OrchestrationContext, requests: Any) -> Generator[task.Task[Any], Any]:
-        results = []
+    def probe(context: task.OrchestrationContext, requests: Any) -> Generator[task.Task[Any], Any, list[Any]]:
+        results: list[Any] = []
         for request in requests:
             results.append((yield context.call_activity("run_tool", input=request)))
         return results

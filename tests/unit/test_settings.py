@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -166,7 +167,7 @@ def test_without_a_model_no_model_is_configured(env: dict[str, str]) -> None:
     assert load_settings(env).model is None
 
 
-def _health_handler() -> Callable[..., Awaitable[func.HttpResponse]]:
+def _health_handler() -> Callable[..., Coroutine[Any, Any, func.HttpResponse]]:
     import azure.durable_functions as df
 
     import http_api
@@ -174,7 +175,7 @@ def _health_handler() -> Callable[..., Awaitable[func.HttpResponse]]:
     app = df.DFApp()
     app.register_functions(http_api.bp)
     (function,) = [f for f in app.get_functions() if f.get_function_name() == "health"]
-    handler: Callable[..., Awaitable[func.HttpResponse]] = function.get_user_function()
+    handler: Callable[..., Coroutine[Any, Any, func.HttpResponse]] = function.get_user_function()
     return handler
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, Optional
 
@@ -171,13 +172,14 @@ def test_definition_errors() -> None:
         """Doc."""
         return ""
 
-    for function, complaint in [
+    cases: list[tuple[Callable[..., Any], str]] = [
         (undocumented, "needs a docstring"),
         (unannotated, "needs a type annotation"),
         (variadic, "plain named parameter"),
         (stale_doc, r"unknown parameters \['b'\]"),
         (object_default, "not a JSON value"),
-    ]:
+    ]
+    for function, complaint in cases:
         with pytest.raises(ToolDefinitionError, match=complaint):
             registry.tool(function)
     assert len(registry) == 0
@@ -420,8 +422,11 @@ def test_agent_framework_style_tools_register_and_run() -> None:
 
 def test_real_agent_framework_tools_when_installed() -> None:
     framework = pytest.importorskip("agent_framework")
+    # The optional package is imported at run time, so mypy sees its `tool` as Any; its
+    # decorator turns the function into a FunctionTool, which the registry duck-types.
+    tool: Callable[..., Callable[[Callable[..., str]], object]] = framework.tool
 
-    @framework.tool(approval_mode="always_require")
+    @tool(approval_mode="always_require")
     def get_weather(location: str, unit: str = "celsius") -> str:
         """Get the weather for a location."""
         return f"Weather in {location}: 22 {unit}"
