@@ -251,3 +251,67 @@ def test_completed_tools_never_run_again_on_replay() -> None:
             ),
         )
     assert replayed_tools >= 2  # later steps replayed the completed tool calls without running them
+
+
+class CountingInvoker(RecordingInvoker):
+    """Counts every work item the app handles: orchestrator steps, activities, entity batches."""
+
+    def __init__(self, binding: str) -> None:
+        super().__init__(binding)
+        self.work_items = 0
+
+    async def orchestrator(self, function: IndexedFunction, encoded_request: str) -> str:
+        self.work_items += 1
+        return await super().orchestrator(function, encoded_request)
+
+    async def activity(self, function: IndexedFunction, input_json: str | None) -> str | None:
+        self.work_items += 1
+        return await super().activity(function, input_json)
+
+    async def entity(self, function: IndexedFunction, encoded_request: str) -> str:
+        self.work_items += 1
+        return await super().entity(function, encoded_request)
+
+
+async def work_items_per_turn(turns: int) -> list[int]:
+    backend = MemoryBackend()
+    backend.start()
+    invoker = CountingInvoker(json.dumps({"taskHubName": "test", "rpcBaseUrl": backend.address}))
+    driver = WorkItemDriver(backend.address, index_functions(scripted_app()), invoker)
+    runner = asyncio.create_task(driver.run())
+    client = AsyncTaskHubGrpcClient(host_address=backend.address)
+    thread_id = f"count-{uuid.uuid4().hex[:8]}"
+    counts: list[int] = []
+    try:
+        start = ThreadState(config=ThreadConfig(created_at="2026-01-01T00:00:00Z", system_prompt="S"))
+        await client.schedule_new_orchestration("thread", input=start.to_dict(), instance_id=thread_id)
+
+        async def idle_after(turn: int) -> Any:
+            entries = await stored_entries(client, thread_id)
+            state = await client.get_orchestration_state(thread_id)
+            status = json.loads(state.serialized_custom_status or "{}") if state else {}
+            done = status.get("turn") == turn and status.get("state") == "idle"
+            return done and sum(1 for e in entries if e["role"] == "assistant") == turn
+
+        await wait_for(lambda: idle_after(0))
+        for turn in range(1, turns + 1):
+            before = invoker.work_items
+            await client.raise_orchestration_event(
+                thread_id, "user_message", data={"id": f"m{turn}", "content": "hi"}
+            )
+            await wait_for(lambda turn=turn: idle_after(turn))
+            counts.append(invoker.work_items - before)
+        return counts
+    finally:
+        await client.close()
+        await driver.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        invoker.close()
+        backend.stop()
+
+
+def test_a_plain_turn_is_five_durable_work_items() -> None:
+    # the step taking the message, the message index write, call_model, the step taking
+    # the reply, the page write (issue target: at most 5)
+    assert asyncio.run(work_items_per_turn(6)) == [5] * 6
