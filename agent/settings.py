@@ -28,7 +28,7 @@ DECLARED_SETTINGS: dict[str, str] = {
     "AZURE_OPENAI_API_VERSION": f"Azure OpenAI API version (default {DEFAULT_AZURE_OPENAI_API_VERSION})",
     "AZURE_OPENAI_API_KEY": "opt-in key for local use; unset means Entra ID (managed identity)",
     "AZURE_CLIENT_ID": "client id of the user-assigned managed identity to authenticate with",
-    "OPENAI_BASE_URL": "any OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1",
+    "OPENAI_BASE_URL": "any OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 (unset: OpenAI's API)",
     "OPENAI_API_KEY": "key for OPENAI_BASE_URL (optional for local servers)",
     "OPENAI_MODEL": "model name for OPENAI_BASE_URL",
     "SYSTEM_PROMPT": "system prompt for new threads (default: a helpful assistant)",
@@ -133,8 +133,8 @@ class Settings:
         if self.model is None:
             raise ModelNotConfiguredError(
                 "No model is configured. Set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_DEPLOYMENT "
-                "(Azure OpenAI, Entra ID auth), or OPENAI_MODEL with OPENAI_BASE_URL and "
-                "OPENAI_API_KEY (any OpenAI-compatible endpoint)."
+                "(Azure OpenAI, Entra ID auth), or OPENAI_MODEL (with OPENAI_BASE_URL for any "
+                "OpenAI-compatible server, and OPENAI_API_KEY if it needs one)."
             )
         return self.model
 

@@ -3,6 +3,7 @@ never carry management URLs, a thread without a model records errors naming the 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -90,3 +91,48 @@ def test_without_a_model_turns_record_errors_naming_the_settings(
         assert "no model is configured" in host.log()  # the warmup warned at start
     finally:
         assert host.stop() == 0
+
+
+def test_a_finished_turn_stays_visible_in_the_orchestration_history(
+    api: Api, thread_id: str, model: FakeModelServer
+) -> None:
+    assert api.post(f"/api/threads/{thread_id}/messages?wait=30", {"content": "visible?"}).status == 200
+    status = api.get(
+        f"/runtime/webhooks/durabletask/instances/{thread_id}?showHistory=true&showHistoryOutput=true"
+    )
+    events = status.json["historyEvents"]
+    names = [(e.get("EventType"), e.get("FunctionName") or e.get("Name")) for e in events]
+    assert ("TaskCompleted", "call_model") in names, names  # the turn's model call, with its result
+    assert any(e.get("EventType") == "EventRaised" for e in events)  # the message that started it
+
+
+def test_a_bad_setting_stops_devhost_with_one_line(fake_model: FakeModelServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.harness import REPO, free_port
+
+    env = {**os.environ, **model_env(fake_model), "MODEL_TIMEOUT_SECONDS": "abc"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devhost",
+            "--app",
+            str(REPO),
+            "--backend",
+            "memory",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    last = (done.stdout + done.stderr).strip().splitlines()[-1]
+    assert "MODEL_TIMEOUT_SECONDS" in last and "abc" in last
