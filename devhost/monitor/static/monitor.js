@@ -388,9 +388,16 @@
     renderState(detail);
   }
 
+  let renderedApprovals = null;
+
   function renderApprovals(detail) {
     const approvals = detail.approvals || [];
     $("approvals").hidden = approvals.length === 0;
+    // Re-render only when the approvals change: a refresh must not swap the buttons out
+    // from under a click.
+    const key = view.selected + "\n" + JSON.stringify(approvals);
+    if (key === renderedApprovals) return;
+    renderedApprovals = key;
     const list = $("approval-list");
     clear(list);
     for (const approval of approvals) {
