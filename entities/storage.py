@@ -8,6 +8,7 @@ which fails only that operation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import azure.durable_functions as df
@@ -31,67 +32,50 @@ def _page_number(context: EntityContext) -> int:
     return int(suffix)
 
 
+Rule = Callable[[Any, Any], tuple[Any, Any]]
+
+
+def _run(context: EntityContext, entity: str, rules: dict[str, Rule], operation_input: Any) -> Any:
+    """Apply one operation: `get` returns the state, `delete` removes the entity, any other
+    goes through its rule (new state, result)."""
+    operation = context.operation.lower()
+    if operation == "get":
+        return context.get_state()
+    if operation == "delete":
+        context.set_state(None)
+        return None
+    rule = rules.get(operation)
+    if rule is None:
+        raise _unknown(entity, operation)
+    state, result = rule(context.get_state(), operation_input)
+    context.set_state(state)
+    return result
+
+
 @bp.entity_trigger(context_name="context", entity_name=THREAD_ENTITY)
 def thread_root(context: EntityContext, operation_input: Any) -> Any:
-    state = context.get_state()
-    match context.operation.lower():
-        case "init":
-            context.set_state(storage_rules.root_init(state, operation_input))
-            return None
-        case "add_note":
-            new, result = storage_rules.root_add_note(state, operation_input)
-            context.set_state(new)
-            return result
-        case "get":
-            return state
-        case "delete":
-            context.set_state(None)
-            return None
-        case other:
-            raise _unknown(THREAD_ENTITY, other)
+    rules: dict[str, Rule] = {
+        "init": lambda state, arg: (storage_rules.root_init(state, arg), None),
+        "add_note": storage_rules.root_add_note,
+    }
+    return _run(context, THREAD_ENTITY, rules, operation_input)
 
 
 @bp.entity_trigger(context_name="context", entity_name=PAGE_ENTITY)
 def history_page(context: EntityContext, operation_input: Any) -> Any:
-    match context.operation.lower():
-        case "append":
-            new = storage_rules.page_append(context.get_state(), _page_number(context), operation_input)
-            context.set_state(new)
-            return None
-        case "get":
-            return context.get_state()
-        case "delete":
-            context.set_state(None)
-            return None
-        case other:
-            raise _unknown(PAGE_ENTITY, other)
+    def append(state: Any, arg: Any) -> tuple[Any, Any]:
+        return storage_rules.page_append(state, _page_number(context), arg), None
+
+    return _run(context, PAGE_ENTITY, {"append": append}, operation_input)
 
 
 @bp.entity_trigger(context_name="context", entity_name=BLOB_ENTITY)
 def history_blob(context: EntityContext, operation_input: Any) -> Any:
-    match context.operation.lower():
-        case "put":
-            context.set_state(storage_rules.blob_put(context.get_state(), operation_input))
-            return None
-        case "get":
-            return context.get_state()
-        case "delete":
-            context.set_state(None)
-            return None
-        case other:
-            raise _unknown(BLOB_ENTITY, other)
+    rules: dict[str, Rule] = {"put": lambda state, arg: (storage_rules.blob_put(state, arg), None)}
+    return _run(context, BLOB_ENTITY, rules, operation_input)
 
 
 @bp.entity_trigger(context_name="context", entity_name=MESSAGE_ENTITY)
 def message_index(context: EntityContext, operation_input: Any) -> Any:
-    match context.operation.lower():
-        case "put":
-            context.set_state(storage_rules.message_put(context.get_state(), operation_input))
-            return None
-        case "get":
-            return context.get_state()
-        case "delete":
-            context.set_state(None)
-            return None
-        case other:
-            raise _unknown(MESSAGE_ENTITY, other)
+    rules: dict[str, Rule] = {"put": lambda state, arg: (storage_rules.message_put(state, arg), None)}
+    return _run(context, MESSAGE_ENTITY, rules, operation_input)
