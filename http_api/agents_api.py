@@ -23,7 +23,7 @@ from agent.settings import get_settings
 from agent.thread import UserMessage, check_content, check_id
 from http_api.problems import json_response
 from http_api.routes import MAX_BODY_BYTES, _service, agent_for, check_text, endpoint, json_depth
-from http_api.threads import utc_now
+from http_api.shapes import utc_now
 
 #: how long a run waits for its reply by default (the Agent Framework polls 30 x 1 s)
 RUN_WAIT_SECONDS = 60

@@ -22,7 +22,8 @@ from agent.limits import caller_key
 from agent.settings import MAX_SYSTEM_PROMPT_BYTES, REQUEST_OVERHEAD_BYTES, describe_model, get_settings
 from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_id, encoded_size
 from http_api.problems import handle_errors, json_response
-from http_api.threads import ThreadService, utc_now
+from http_api.shapes import utc_now
+from http_api.threads import ThreadService
 
 # Room for 32 KiB of content even when every character is JSON-escaped (\uXXXX).
 MAX_BODY_BYTES = 256 * 1024

@@ -10,13 +10,7 @@ failures become `BackendUnavailableError` so callers get a 503 instead of a stac
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +18,6 @@ import grpc
 from durabletask.client import (
     AsyncTaskHubGrpcClient,
     OrchestrationState,
-    OrchestrationStatus,
     parse_orchestration_state,
 )
 from durabletask.entities import EntityInstanceId
@@ -45,107 +38,31 @@ from agent.contract import (
     approval_event,
     child_key,
 )
-from agent.errors import BackendUnavailableError, ConflictError, InvalidInputError, NotFoundError
+from agent.errors import ConflictError, NotFoundError
 from agent.limits import MessageRateLimiter, caller_digest, check_threads, check_tokens
 from agent.progress import Cursor, Event, events_since
 from agent.settings import Settings
 from agent.store import ThreadStore, delete_thread
 from agent.thread import ThreadConfig, ThreadState, ThreadStatus, UserMessage, content_digest
+from http_api.shapes import (
+    ACCEPTS_MESSAGES,
+    Accepted,
+    ThreadSummary,
+    backend_errors,
+    decode_token,
+    encode_token,
+    is_legacy,
+    parse_json,
+    reply_outcome,
+    status_name,
+    thread_config,
+    thread_count,
+    thread_owner,
+    utc_now,
+)
 
-ACCEPTS_MESSAGES = {
-    OrchestrationStatus.PENDING,
-    OrchestrationStatus.RUNNING,
-    OrchestrationStatus.CONTINUED_AS_NEW,
-    OrchestrationStatus.SUSPENDED,
-}
 #: how long one long-poll read may block (devhost's hub honours it; others answer at once)
 LONG_POLL_MS = 1000
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def status_name(status: OrchestrationStatus) -> str:
-    """The runtime status the API reports. A live thread is `Running`, also in the moment
-    between two generations (continue-as-new) when a backend may report it pending."""
-    if status in (OrchestrationStatus.PENDING, OrchestrationStatus.CONTINUED_AS_NEW):
-        return "Running"
-    return "".join(word.capitalize() for word in status.name.split("_"))
-
-
-def encode_token(backend_token: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"v": 1, "c": backend_token}).encode()).decode().rstrip("=")
-
-
-def decode_token(token: str) -> str:
-    """The backend's continuation token inside one of ours; InvalidInputError for anything else."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if isinstance(data, dict) and data.get("v") == 1 and isinstance(data.get("c"), str):
-            return str(data["c"])
-    except (binascii.Error, ValueError):
-        pass
-    raise InvalidInputError("'continuation_token' is not a token this API returned; start again without it.")
-
-
-@asynccontextmanager
-async def backend_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.ALREADY_EXISTS:
-            raise ConflictError("This thread id is already in use; pick another id or omit it.") from None
-        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            raise InvalidInputError(f"The backend rejected the request: {error.details()}") from None
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            raise NotFoundError("No such thread.") from None
-        raise BackendUnavailableError(
-            f"The Durable Task backend did not answer ({error.code().name}); try again shortly."
-        ) from None
-
-
-@dataclass(frozen=True)
-class ThreadSummary:
-    thread_id: str
-    agent: str
-    state: str
-    turn: int
-    message_count: int
-    created_at: str | None
-    updated_at: str | None
-    runtime_status: str
-    metadata: dict[str, Any]
-    generation: int = 0
-    tools: tuple[str, ...] = ()
-    pending_approvals: tuple[dict[str, Any], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["tools"] = list(self.tools)
-        data["pending_approvals"] = [
-            {k: v for k, v in p.items() if k != "decision"}
-            for p in self.pending_approvals
-            if "decision" not in p
-        ]
-        return data
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """What POST /messages did with a message: queued it, found it already known, or asked
-    for it to be answered again (then only a reply after `after_seq` is its answer)."""
-
-    message_id: str
-    duplicate: bool
-    after_seq: int = 0
-
-
-def _json(raw: str | None) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
 
 
 class ThreadService:
@@ -164,6 +81,14 @@ class ThreadService:
         self._settings = settings
         self._caller = caller_digest(caller) if caller else None
         self._store = ThreadStore(client)
+
+    async def _until_counted(self, threads: int) -> None:
+        """Wait (briefly) until the caller's thread count shows this thread, so the caller's
+        next create sees it. Concurrent creates by one caller can still overshoot the limit."""
+        for _ in range(100):  # at most about 2 s
+            if thread_count(await self._usage()) >= threads:
+                return
+            await asyncio.sleep(0.02)
 
     async def _usage(self) -> Any:
         if self._caller is None:
@@ -184,13 +109,13 @@ class ThreadService:
     def _owns(self, state: OrchestrationState) -> bool:
         if self._principal is None:
             return True
-        return _owner(state) == self._principal
+        return thread_owner(state) == self._principal
 
     def _summary(self, instance: OrchestrationState, message_count: int | None = None) -> ThreadSummary:
-        raw_input = _json(instance.serialized_input)
-        custom = _json(instance.serialized_custom_status) or {}
+        raw_input = parse_json(instance.serialized_input)
+        custom = parse_json(instance.serialized_custom_status) or {}
         status = ThreadStatus.from_dict(custom)
-        config = _config(raw_input)
+        config = thread_config(raw_input)
         if status is not None:
             count = status.message_count
         elif ThreadState.is_current(raw_input):
@@ -219,7 +144,7 @@ class ThreadService:
 
     async def get(self, thread_id: str) -> ThreadSummary:
         instance = await self._instance(thread_id)
-        if not _is_legacy(instance):
+        if not is_legacy(instance):
             return self._summary(instance)
         entries = (await self._legacy(thread_id)).entries
         return self._summary(instance, sum(1 for e in entries if e["role"] != "system"))
@@ -248,10 +173,10 @@ class ThreadService:
     async def messages(self, thread_id: str, after: int, limit: int) -> dict[str, Any]:
         history.check_page_request(after, limit)
         instance = await self._instance(thread_id)
-        raw_input = _json(instance.serialized_input)
-        if _is_legacy(instance):
+        raw_input = parse_json(instance.serialized_input)
+        if is_legacy(instance):
             return legacy_history.page(await self._legacy(thread_id), after=after, limit=limit)
-        status = ThreadStatus.from_dict(_json(instance.serialized_custom_status))
+        status = ThreadStatus.from_dict(parse_json(instance.serialized_custom_status))
         last_seq = status.last_seq if status else ThreadState.from_input(raw_input).next_seq - 1
         async with backend_errors():
             entries, cut = await self._store.entries(thread_id, after=after, limit=limit, last_seq=last_seq)
@@ -302,13 +227,13 @@ class ThreadService:
         return {"thread_id": thread_id, "message_id": message_id, **found}
 
     async def _find(self, thread_id: str, message_id: str, instance: OrchestrationState) -> dict[str, Any]:
-        if _is_legacy(instance):
+        if is_legacy(instance):
             message, reply = legacy_history.find_reply(await self._legacy(thread_id), message_id)
-            return _outcome(message, reply)
+            return reply_outcome(message, reply)
         async with backend_errors():
             record = await self._store.message(thread_id, message_id)
             if not record.exists or not isinstance(record.state, dict):
-                return _outcome(None, None)
+                return reply_outcome(None, None)
             message = record.state.get("entry")
             seq = int(record.state.get("seq") or 0)
             reply_seq = record.state.get("reply_seq")
@@ -319,7 +244,7 @@ class ThreadService:
                 limit=2 * history.PAGE_ENTRIES,
                 last_seq=start + 2 * history.PAGE_ENTRIES,
             )
-        return _outcome(message, history.final_reply(entries, message_id))
+        return reply_outcome(message, history.final_reply(entries, message_id))
 
     async def wait_for_reply(
         self, thread_id: str, message_id: str, seconds: float, after_seq: int = 0
@@ -388,8 +313,9 @@ class ThreadService:
             existing = await self._client.get_orchestration_state(thread_id, fetch_payloads=False)
         if existing is not None:
             raise ConflictError(f"Thread id '{thread_id}' is already in use; pick another id or omit it.")
+        usage = await self._usage() if settings.limits.threads_per_principal else None
         if settings.limits.threads_per_principal:
-            check_threads(await self._usage(), settings.limits.threads_per_principal)
+            check_threads(usage, settings.limits.threads_per_principal)
         async with backend_errors():
             await self._store.delete(thread_id)  # leftovers of a thread purged elsewhere
             await self._ensure_maintenance()
@@ -414,6 +340,8 @@ class ThreadService:
                 await self._client.signal_entity(
                     EntityInstanceId(CALLER_ENTITY, self._caller), "thread_created"
                 )
+        if self._caller is not None and settings.limits.threads_per_principal:
+            await self._until_counted(thread_count(usage) + 1)
         return ThreadSummary(
             thread_id=thread_id,
             agent=agent,
@@ -456,7 +384,7 @@ class ThreadService:
                 check_tokens(await self._usage(), limits.tokens_per_day, datetime.now(UTC))
             MESSAGES.admit(self._caller, limits.messages_per_minute)
         to_send = message
-        if not _is_legacy(instance):
+        if not is_legacy(instance):
             async with backend_errors():
                 record = await self._store.message(thread_id, message.id)
             if record.exists and isinstance(record.state, dict):
@@ -499,7 +427,7 @@ class ThreadService:
         """Approve or deny a pending tool call: 404 for a call the thread never asked
         about, 409 for one already decided."""
         instance = await self._instance(thread_id)
-        status = ThreadStatus.from_dict(_json(instance.serialized_custom_status))
+        status = ThreadStatus.from_dict(parse_json(instance.serialized_custom_status))
         pending = next(
             (p for p in (status.pending_approvals if status else ()) if p.get("call_id") == call_id), None
         )
@@ -542,7 +470,7 @@ class ThreadService:
         deadline = time.monotonic() + seconds
         while True:
             instance = await self._instance(thread_id)
-            status = ThreadStatus.from_dict(_json(instance.serialized_custom_status))
+            status = ThreadStatus.from_dict(parse_json(instance.serialized_custom_status))
             page = await self.messages(thread_id, cursor.seq, history.PAGE_ENTRIES)
             events, after = events_since(cursor, status, page["entries"])
             remaining = deadline - time.monotonic()
@@ -566,31 +494,3 @@ class ThreadService:
 _maintenance_checked = False
 #: this process's per-caller message counts (agent.limits: a per-instance guard)
 MESSAGES = MessageRateLimiter()
-
-
-def _config(raw_input: Any) -> ThreadConfig:
-    if ThreadState.is_current(raw_input):
-        return ThreadState.from_input(raw_input).config
-    return ThreadConfig.from_dict(raw_input)  # an old input keeps these fields at its top level
-
-
-def _owner(state: OrchestrationState) -> str | None:
-    return _config(_json(state.serialized_input)).owner
-
-
-def _is_legacy(instance: OrchestrationState) -> bool:
-    """True while a thread from before paged storage is not migrated: the status of a
-    migrated (or new) thread is a ThreadStatus, set in the step that completes migration."""
-    if ThreadStatus.from_dict(_json(instance.serialized_custom_status)) is not None:
-        return False
-    return not ThreadState.is_current(_json(instance.serialized_input))
-
-
-def _outcome(message: Any, reply: Any) -> dict[str, Any]:
-    if message is None:
-        status = "queued"
-    elif reply is None:
-        status = "answering"
-    else:
-        status = "failed" if "error" in reply else "answered"
-    return {"status": status, "message": message, "reply": reply}
