@@ -271,3 +271,7 @@ class WorkItemDriver:
         except grpc.aio.AioRpcError as error:
             # The backend hands the work item out again (lease expiry or reconnect).
             logger.warning("could not complete %s (%s: %s)", what, error.code().name, error.details())
+        except grpc.aio.UsageError:
+            # The stream dropped and its channel was closed while this work ran; the backend
+            # hands the work item out again on the next stream.
+            logger.warning("could not complete %s: the connection to the backend was closed", what)

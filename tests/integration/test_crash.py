@@ -135,8 +135,18 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(
             wanted = len(client.accepted)
 
             def settled(thread_id: str = client.thread_id, wanted: int = wanted) -> bool:
+                # The status turns idle in the step that stores the reply; the history page is
+                # written right after it, so wait for both.
                 status = host.api.get(f"/api/threads/{thread_id}").json
-                return bool(status["turn"] == wanted and status["state"] == "idle")
+                if not (status["turn"] == wanted and status["state"] == "idle"):
+                    return False
+                replies = 0
+                after: int | None = 0
+                while after is not None:
+                    page = host.api.get(f"/api/threads/{thread_id}/messages?after={after}&limit=200").json
+                    replies += sum(1 for e in page["messages"] if e["role"] == "assistant")
+                    after = page["next_after"]
+                return replies >= wanted
 
             wait_until(settled, timeout=120, what=f"{wanted} turns on {client.thread_id}")
             check_thread(host, client.thread_id, client.accepted)
