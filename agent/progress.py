@@ -7,12 +7,13 @@ already seen) and returns the events it missed plus the new cursor. The cursor i
 event id, so a client reconnecting with `Last-Event-ID` gets only what it missed, in
 Azure as locally: nothing depends on the process that served the previous request.
 
-Cursor format: `{last entry seq}.{status version}`, where the status version is the
-status's `updated_at` (every change of the status moves it).
+Cursor format: `{last entry seq}.{status version}`, where the status version is a short
+digest of the status (any change of it is a new version, even two in the same millisecond).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -75,7 +76,11 @@ def events_since(
         kind = "message" if entry.get("role") == "user" else "entry"
         events.append(Event(kind, dict(entry), Cursor(seq, cursor.status).encode()))
     stamp = cursor.status
-    if status is not None and status.updated_at and status.updated_at != cursor.status:
-        stamp = status.updated_at
+    if status is not None and status_version(status) != cursor.status:
+        stamp = status_version(status)
         events.append(Event("state", status_event(status), Cursor(seq, stamp).encode()))
     return events, Cursor(seq, stamp)
+
+
+def status_version(status: ThreadStatus) -> str:
+    return hashlib.sha256(json.dumps(status.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
-from tests.integration.harness import Api
+from tests.integration.harness import Api, wait_until
 
 
 def read_events(
@@ -31,6 +31,8 @@ def read_events(
 def test_events_follow_a_turn_and_a_reconnect_gets_only_what_it_missed(
     api: Api, thread_id: str, model: FakeModelServer
 ) -> None:
+    # the thread's first step (its system entry) lands a moment after it is created
+    wait_until(lambda: api.get(f"/api/threads/{thread_id}/messages").json["messages"], what="system entry")
     first = read_events(api, thread_id)
     assert first and first[-1]["event"] == "state"
     last = first[-1]["id"]

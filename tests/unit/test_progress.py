@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict, Unpack
 
-from agent.progress import Cursor, events_since
+from agent.progress import Cursor, events_since, status_version
 from agent.thread import ThreadStateName, ThreadStatus
 
 
@@ -36,7 +36,7 @@ def test_a_new_client_gets_every_entry_then_the_state() -> None:
         ("entry", 3),
         ("state", None),
     ]
-    assert events[-1].id == cursor.encode() == "3.T2"
+    assert events[-1].id == cursor.encode() == f"3.{status_version(status('idle', 'T2'))}"
 
 
 def test_a_reconnecting_client_gets_only_what_it_missed() -> None:
@@ -59,6 +59,14 @@ def test_state_events_name_running_tools_and_pending_approvals() -> None:
     assert events[0].data["pending_approvals"] == [{"call_id": "c1", "tool": "save_note"}]
     events, _ = events_since(Cursor(3, "T3"), status("running_tools", "T4", tools=("calculate",)), [])
     assert events[0].data["tools"] == ["calculate"]
+
+
+def test_two_status_changes_in_the_same_millisecond_are_two_events() -> None:
+    thinking, tools = status("thinking", "T1"), status("running_tools", "T1", tools=("calculate",))
+    _, seen = events_since(Cursor(3, ""), thinking, [])
+    events, _ = events_since(seen, tools, [])
+    assert [e.data["state"] for e in events] == ["running_tools"]
+    assert events_since(seen, thinking, []) == ([], seen)
 
 
 def test_a_garbled_last_event_id_starts_over() -> None:
