@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from agent.thread import RECENT_IDS_KEPT
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
@@ -136,3 +138,18 @@ def test_a_bad_setting_stops_devhost_with_one_line(fake_model: FakeModelServer, 
     assert "Traceback" not in done.stdout + done.stderr
     last = (done.stdout + done.stderr).strip().splitlines()[-1]
     assert "MODEL_TIMEOUT_SECONDS" in last and "abc" in last
+
+
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_the_durability_flag_reaches_the_sqlite_hub(
+    fake_model: FakeModelServer, tmp_path: Path, durability: str
+) -> None:
+    host = DevhostProcess(
+        tmp_path / "devhost.log", backend="sqlite", db_path=tmp_path / "t.db", env=model_env(fake_model)
+    )
+    host.extra_args = ["--durability", durability]
+    host.start()
+    try:
+        assert f"(durability={durability})" in host.log()
+    finally:
+        assert host.stop() == 0
