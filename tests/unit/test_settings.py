@@ -213,3 +213,36 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name in DECLARED_SETTINGS if f"`{name}`" not in readme]
     assert missing == [], f"README.md's configuration table lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("yes", True), ("TRUE", True), ("0", False), ("no", False)]
+)
+def test_boolean_settings_accept_every_documented_form(raw: str, expected: bool) -> None:
+    assert load_settings({"TRUST_CLIENT_PRINCIPAL_HEADER": raw}).trust_client_principal_header is expected
+
+
+def test_the_model_is_described_without_keys_or_full_urls() -> None:
+    from agent.settings import describe_model
+
+    azure = load_settings(
+        {"AZURE_OPENAI_ENDPOINT": "https://acme.openai.azure.com/x", "AZURE_OPENAI_DEPLOYMENT": "d1"}
+    ).model
+    assert azure is not None
+    assert describe_model(azure) == "Azure OpenAI deployment d1 at acme.openai.azure.com (Entra ID)"
+    keyed = load_settings(
+        {
+            "AZURE_OPENAI_ENDPOINT": "https://a.b",
+            "AZURE_OPENAI_DEPLOYMENT": "d",
+            "AZURE_OPENAI_API_KEY": "k" * 20,
+        }
+    ).model
+    assert (
+        keyed is not None
+        and describe_model(keyed).endswith("(API key)")
+        and "k" * 20 not in describe_model(keyed)
+    )
+    local = load_settings({"OPENAI_MODEL": "m", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}).model
+    assert local is not None and describe_model(local) == "OpenAI-compatible model m at 127.0.0.1:9"
+    public = load_settings({"OPENAI_MODEL": "m"}).model
+    assert public is not None and "OPENAI_BASE_URL unset" in describe_model(public)
