@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except (HubInUseError, OSError) as error:
         logging.getLogger("devhost.sqlite_hub").error("%s", error)
         return 2
-    logging.getLogger("devhost.sqlite_hub").info("listening on %s", sidecar.address)
-    print(f"LISTENING {sidecar.address}", flush=True)
+    print(f"LISTENING {sidecar.address}", flush=True)  # for scripts waiting on the port
     stop.wait()
     sidecar.stop(grace=2.0)
     return 0
