@@ -13,6 +13,8 @@ import asyncio
 import base64
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import azure.durable_functions as df
@@ -72,20 +74,39 @@ async def wait_for(check: Any) -> Any:
             await asyncio.sleep(0.02)
 
 
-async def converse() -> tuple[list[dict[str, Any]], RecordingInvoker, dict[str, Any]]:
+@asynccontextmanager
+async def running_app(
+    app: df.DFApp, invoker_type: type[RecordingInvoker], config: ThreadConfig, prefix: str
+) -> AsyncIterator[tuple[AsyncTaskHubGrpcClient, Any, str]]:
+    """The app on durabletask's in-memory backend, driven by devhost's work-item path, with
+    one new thread started: yields (client, invoker, thread id)."""
     backend = MemoryBackend()
     backend.start()
-    invoker = RecordingInvoker(json.dumps({"taskHubName": "test", "rpcBaseUrl": backend.address}))
-    driver = WorkItemDriver(backend.address, index_functions(scripted_app()), invoker)
+    invoker = invoker_type(json.dumps({"taskHubName": "test", "rpcBaseUrl": backend.address}))
+    driver = WorkItemDriver(backend.address, index_functions(app), invoker)
     runner = asyncio.create_task(driver.run())
     client = AsyncTaskHubGrpcClient(host_address=backend.address)
-    thread_id = f"replay-{uuid.uuid4().hex[:8]}"
+    thread_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     try:
-        config = ThreadConfig(
-            created_at="2026-01-01T00:00:00Z", system_prompt="S", context_window_bytes=10_000
-        )
         start = ThreadState(config=config)
         await client.schedule_new_orchestration("thread", input=start.to_dict(), instance_id=thread_id)
+        yield client, invoker, thread_id
+    finally:
+        await client.close()
+        await driver.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        invoker.close()
+        backend.stop()
+
+
+async def converse() -> tuple[list[dict[str, Any]], RecordingInvoker, dict[str, Any]]:
+    config = ThreadConfig(created_at="2026-01-01T00:00:00Z", system_prompt="S", context_window_bytes=10_000)
+    async with running_app(scripted_app(), RecordingInvoker, config, "replay") as (
+        client,
+        invoker,
+        thread_id,
+    ):
         events: list[Any] = [
             {"id": "m1", "content": "hello"},
             {"id": "m1", "content": "hello again"},  # id reused for other content: skipped
@@ -114,13 +135,6 @@ async def converse() -> tuple[list[dict[str, Any]], RecordingInvoker, dict[str, 
 
         status = await wait_for(settled)
         return entries, invoker, status
-    finally:
-        await client.close()
-        await driver.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        invoker.close()
-        backend.stop()
 
 
 def test_thread_answers_skips_and_recovers_under_replay() -> None:
@@ -204,16 +218,8 @@ def tool_app(runs: dict[str, int]) -> df.DFApp:
 
 async def tool_turn() -> tuple[dict[str, int], RecordingInvoker, list[dict[str, Any]]]:
     runs: dict[str, int] = {}
-    backend = MemoryBackend()
-    backend.start()
-    invoker = RecordingInvoker(json.dumps({"taskHubName": "test", "rpcBaseUrl": backend.address}))
-    driver = WorkItemDriver(backend.address, index_functions(tool_app(runs)), invoker)
-    runner = asyncio.create_task(driver.run())
-    client = AsyncTaskHubGrpcClient(host_address=backend.address)
-    thread_id = f"tools-{uuid.uuid4().hex[:8]}"
-    try:
-        start = ThreadState(config=ThreadConfig(created_at="2026-01-01T00:00:00Z", system_prompt="S"))
-        await client.schedule_new_orchestration("thread", input=start.to_dict(), instance_id=thread_id)
+    config = ThreadConfig(created_at="2026-01-01T00:00:00Z", system_prompt="S")
+    async with running_app(tool_app(runs), RecordingInvoker, config, "tools") as (client, invoker, thread_id):
         for text in ("use tools", "and again"):
             await client.raise_orchestration_event(
                 thread_id, "user_message", data={"id": text[:3], "content": text}
@@ -224,13 +230,6 @@ async def tool_turn() -> tuple[dict[str, int], RecordingInvoker, list[dict[str, 
             return entries if sum(1 for e in entries if e.get("content") == "done") == 2 else None
 
         return runs, invoker, await wait_for(answered)
-    finally:
-        await client.close()
-        await driver.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        invoker.close()
-        backend.stop()
 
 
 def test_completed_tools_never_run_again_on_replay() -> None:
@@ -274,17 +273,9 @@ class CountingInvoker(RecordingInvoker):
 
 
 async def work_items_per_turn(turns: int) -> list[int]:
-    backend = MemoryBackend()
-    backend.start()
-    invoker = CountingInvoker(json.dumps({"taskHubName": "test", "rpcBaseUrl": backend.address}))
-    driver = WorkItemDriver(backend.address, index_functions(scripted_app()), invoker)
-    runner = asyncio.create_task(driver.run())
-    client = AsyncTaskHubGrpcClient(host_address=backend.address)
-    thread_id = f"count-{uuid.uuid4().hex[:8]}"
     counts: list[int] = []
-    try:
-        start = ThreadState(config=ThreadConfig(created_at="2026-01-01T00:00:00Z", system_prompt="S"))
-        await client.schedule_new_orchestration("thread", input=start.to_dict(), instance_id=thread_id)
+    config = ThreadConfig(created_at="2026-01-01T00:00:00Z", system_prompt="S")
+    async with running_app(scripted_app(), CountingInvoker, config, "count") as (client, invoker, thread_id):
 
         async def idle_after(turn: int) -> Any:
             entries = await stored_entries(client, thread_id)
@@ -302,13 +293,6 @@ async def work_items_per_turn(turns: int) -> list[int]:
             await wait_for(lambda turn=turn: idle_after(turn))
             counts.append(invoker.work_items - before)
         return counts
-    finally:
-        await client.close()
-        await driver.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        invoker.close()
-        backend.stop()
 
 
 def test_a_plain_turn_is_five_durable_work_items() -> None:
