@@ -19,7 +19,7 @@ from typing import Any
 
 from agent import history
 from agent.errors import InvalidInputError
-from agent.thread import ID_PATTERN, encoded_size
+from agent.thread import ID_PATTERN
 
 MAX_NOTES = 50
 MAX_NOTE_BYTES = 4 * 1024
@@ -95,7 +95,3 @@ def message_put(state: Any, arg: Any) -> dict[str, Any]:
         return current
     entry = history.validate_entry(_object(data.get("entry"), "message entry"))
     return {"id": message_id, "seq": seq, "digest": digest, "attempts": 1, "entry": entry}
-
-
-def stored_size(state: Any) -> int:
-    return encoded_size(state)

@@ -486,10 +486,6 @@ class ThreadService:
                 await asyncio.sleep(max(0.0, min(delay - (time.monotonic() - started), remaining)))
                 delay = min(delay * 1.5, max_delay)
 
-    async def has_root(self, thread_id: str) -> bool:
-        async with backend_errors():
-            return await self._store.exists(THREAD_ENTITY, thread_id)
-
 
 _maintenance_checked = False
 #: this process's per-caller message counts (agent.limits: a per-instance guard)
