@@ -13,6 +13,7 @@ Everything here is pure: the entities and the HTTP API adapt these rules to stor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -169,7 +170,16 @@ def model_message(entry: Mapping[str, Any]) -> ChatMessage:
 
 def window_cost(entry: Mapping[str, Any]) -> int:
     """Bytes an entry adds to the model request."""
-    return encoded_size(model_message(entry).to_dict())
+    if entry.get("tool_calls"):
+        return encoded_size(model_message(entry).to_dict())
+    return _plain_message_cost(str(entry["role"]), str(entry.get("content") or ""), entry.get("tool_call_id"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_message_cost(role: str, content: str, tool_call_id: str | None) -> int:
+    # An orchestration replays every turn of its generation at each step, and each replayed
+    # turn trims its window again: the same entries are measured over and over.
+    return encoded_size(ChatMessage(role=role, content=content, tool_call_id=tool_call_id).to_dict())
 
 
 def _groups(entries: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:

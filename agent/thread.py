@@ -256,10 +256,21 @@ class ThreadStatus:
     generation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tools"] = list(self.tools)
-        data["pending_approvals"] = list(self.pending_approvals)
-        return data
+        # Spelled out rather than dataclasses.asdict: this runs several times per replayed turn.
+        return {
+            "state": self.state,
+            "turn": self.turn,
+            "message_count": self.message_count,
+            "last_seq": self.last_seq,
+            "updated_at": self.updated_at,
+            "agent": self.agent,
+            "last_message_id": self.last_message_id,
+            "answering": dict(self.answering) if self.answering is not None else None,
+            "last_turn": dict(self.last_turn) if self.last_turn is not None else None,
+            "tools": list(self.tools),
+            "pending_approvals": [dict(p) for p in self.pending_approvals],
+            "generation": self.generation,
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> ThreadStatus | None:
