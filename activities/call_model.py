@@ -21,9 +21,9 @@ from agent.contract import CALL_MODEL_ACTIVITY
 from agent.errors import DurableAgentError, ModelCallError, public_message
 from agent.model import ModelClient, ModelOptions, ModelReply, ModelRequest
 from agent.openai_model import get_model_client
+from agent.payload import encoded_size
 from agent.settings import get_settings
 from agent.telemetry import configure_telemetry, model_call_span
-from agent.thread import encoded_size
 from agents import Agent, get_agent
 from tools import REGISTRY, ToolRegistry
 

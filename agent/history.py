@@ -5,21 +5,19 @@ stored in fixed-size pages: page N holds seq N*PAGE_ENTRIES+1 .. (N+1)*PAGE_ENTR
 reader finds any entry's page by arithmetic and one page read costs the same at turn 10 and
 at turn 100,000. A page must stay under the payload cap, so an entry too large to sit
 inline (more than 1/40 of the cap once encoded) is stored on its own as a blob and the page
-keeps a stub naming it. The orchestration keeps the context window (the newest entries that
-fit a byte budget) in its own state, so a turn never reads history back.
+keeps a stub naming it. The orchestration keeps the context window (agent/window.py) in its
+own state, so a turn never reads history back.
 
 Everything here is pure: the entities and the HTTP API adapt these rules to storage.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.errors import InvalidInputError
-from agent.model import ChatMessage
-from agent.thread import encoded_size
+from agent.payload import encoded_size
 
 PAGE_ENTRIES = 32
 MAX_PAGE_SIZE = 200
@@ -157,65 +155,3 @@ def final_reply(entries: Iterable[Mapping[str, Any]], message_id: str) -> dict[s
         if answers and (not entry.get("tool_calls") or "error" in entry):
             found = dict(entry)
     return found
-
-
-def model_message(entry: Mapping[str, Any]) -> ChatMessage:
-    return ChatMessage(
-        role=str(entry["role"]),
-        content=str(entry.get("content") or ""),
-        tool_calls=tuple(entry.get("tool_calls") or ()),
-        tool_call_id=entry.get("tool_call_id"),
-    )
-
-
-def window_cost(entry: Mapping[str, Any]) -> int:
-    """Bytes an entry adds to the model request."""
-    if entry.get("tool_calls"):
-        return encoded_size(model_message(entry).to_dict())
-    return _plain_message_cost(str(entry["role"]), str(entry.get("content") or ""), entry.get("tool_call_id"))
-
-
-@functools.lru_cache(maxsize=4096)
-def _plain_message_cost(role: str, content: str, tool_call_id: str | None) -> int:
-    # An orchestration replays every turn of its generation at each step, and each replayed
-    # turn trims its window again: the same entries are measured over and over.
-    return encoded_size(ChatMessage(role=role, content=content, tool_call_id=tool_call_id).to_dict())
-
-
-def _groups(entries: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Entries grouped so that an assistant entry with tool calls and the tool entries
-    answering it stay together (the model rejects a result without its call)."""
-    groups: list[list[dict[str, Any]]] = []
-    for entry in entries:
-        if entry.get("role") == "tool" and groups and groups[-1][0].get("tool_calls"):
-            groups[-1].append(dict(entry))
-        elif entry.get("role") == "tool":
-            continue  # an orphaned result (its call was trimmed away earlier): never sent alone
-        else:
-            groups.append([dict(entry)])
-    return groups
-
-
-def trim_window(entries: Sequence[Mapping[str, Any]], budget_bytes: int) -> tuple[dict[str, Any], ...]:
-    """The newest groups of `entries` that fit `budget_bytes`, oldest dropped first.
-
-    The newest group is always kept, even when it alone is over budget: the model must see
-    what it is answering. Failed turns (entries with `error`) are never sent."""
-    if budget_bytes < 1:
-        raise InvalidInputError("the context window budget must be positive")
-    groups = _groups([e for e in entries if "error" not in e and e.get("role") != "system"])
-    chosen: list[list[dict[str, Any]]] = []
-    remaining = budget_bytes
-    for group in reversed(groups):
-        cost = sum(window_cost(e) for e in group)
-        if chosen and cost > remaining:
-            break
-        chosen.append(group)
-        remaining -= cost
-    chosen.reverse()
-    return tuple(e for group in chosen for e in group)
-
-
-def model_messages(system_prompt: str, window: Iterable[Mapping[str, Any]]) -> list[ChatMessage]:
-    system = [ChatMessage(role="system", content=system_prompt)] if system_prompt else []
-    return [*system, *(model_message(e) for e in window)]

@@ -10,13 +10,13 @@ reads for a thread's summary. Everything here is pure and JSON-ready.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from agent.errors import InvalidInputError, PayloadTooLargeError
+from agent.window import ContextWindow
 
 SCHEMA_VERSION = 2
 # fullmatch: `$` would also match before a trailing newline.
@@ -33,11 +33,6 @@ THREAD_STATES: tuple[ThreadStateName, ...] = (
     "awaiting_approval",
     "error",
 )
-
-
-def encoded_size(value: Any) -> int:
-    """Bytes `value` takes once the Durable SDKs serialize it (JSON, ASCII-escaped)."""
-    return len(json.dumps(value))
 
 
 def is_utf8_text(value: str) -> bool:
@@ -167,7 +162,7 @@ class ThreadState:
     #: user messages and final replies stored (no system or tool entries)
     message_count: int = 0
     #: the conversation entries the model sees next (the context window), oldest first
-    window: tuple[dict[str, Any], ...] = ()
+    window: ContextWindow = field(default_factory=ContextWindow)
     #: [message id, content digest, seq of its user entry] of recent messages, oldest first
     recent: tuple[tuple[str, str, int], ...] = ()
     last_state: ThreadStateName = "idle"
@@ -185,7 +180,7 @@ class ThreadState:
             "turn": self.turn,
             "next_seq": self.next_seq,
             "message_count": self.message_count,
-            "window": list(self.window),
+            "window": list(self.window.entries),
             "recent": [list(r) for r in self.recent],
             "last_state": self.last_state,
             "last_message_id": self.last_message_id,
@@ -208,13 +203,15 @@ class ThreadState:
             if isinstance(item, list | tuple) and len(item) == 3:
                 recent.append((str(item[0]), str(item[1]), int(item[2])))
         last_turn = data.get("last_turn")
+        config = ThreadConfig.from_dict(data.get("config"))
+        window = [e for e in data.get("window") or () if isinstance(e, Mapping)]
         return cls(
-            config=ThreadConfig.from_dict(data.get("config")),
+            config=config,
             initialized=bool(data.get("initialized")),
             turn=int(data.get("turn") or 0),
             next_seq=int(data.get("next_seq") or 1),
             message_count=int(data.get("message_count") or 0),
-            window=tuple(dict(e) for e in data.get("window") or () if isinstance(e, Mapping)),
+            window=ContextWindow.of(window, config.context_window_bytes),
             recent=tuple(recent),
             last_state=last_state if last_state in THREAD_STATES else "idle",
             last_message_id=data.get("last_message_id"),

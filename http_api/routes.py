@@ -19,8 +19,9 @@ from azure.functions.warmup import WarmUpContext
 
 from agent.errors import InvalidInputError, PayloadTooLargeError, UnauthorizedError, UnsupportedMediaTypeError
 from agent.limits import caller_key
+from agent.payload import encoded_size
 from agent.settings import MAX_SYSTEM_PROMPT_BYTES, REQUEST_OVERHEAD_BYTES, describe_model, get_settings
-from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_id, encoded_size
+from agent.thread import MAX_METADATA_BYTES, UserMessage, check_content, check_id
 from http_api.problems import handle_errors, json_response
 from http_api.shapes import utc_now
 from http_api.threads import ThreadService

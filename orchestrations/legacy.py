@@ -22,7 +22,6 @@ from typing import Any
 from durabletask import task
 from durabletask.entities import EntityInstanceId
 
-from agent import history
 from agent.contract import (
     CALL_MODEL_ACTIVITY,
     LEGACY_HISTORY_ENTITY,
@@ -33,6 +32,7 @@ from agent.contract import (
 from agent.errors import error_for_failure
 from agent.model import ChatMessage, ModelReply, ModelRequest
 from agent.thread import ThreadConfig, ThreadState, content_digest
+from agent.window import ContextWindow
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def migrate(
         EntityInstanceId(THREAD_ENTITY, ctx.instance_id), "init", {"created_at": old.created_at}
     )
     after = 0
-    window: tuple[dict[str, Any], ...] = ()
+    window = ContextWindow()
     recent: list[tuple[str, str, int]] = []
     count = 0
     last_seq = 0
@@ -253,7 +253,7 @@ def migrate(
                 count += 1
         if writes:
             yield task.when_all(writes)
-        window = history.trim_window([*window, *entries], config.context_window_bytes) if entries else window
+        window = window.extend(entries, config.context_window_bytes)
         after = chunk.get("next_after")
         if after is None:
             break

@@ -42,6 +42,7 @@ from agent.contract import (
 )
 from agent.errors import error_for_failure, public_message
 from agent.model import ModelReply, ModelRequest
+from agent.payload import encoded_size
 from agent.settings import MAX_SYSTEM_PROMPT_BYTES, REQUEST_OVERHEAD_BYTES
 from agent.thread import (
     ThreadState,
@@ -49,7 +50,6 @@ from agent.thread import (
     ThreadStatus,
     UserMessage,
     content_digest,
-    encoded_size,
 )
 from orchestrations import legacy
 from orchestrations.tool_calls import run_tool_calls
@@ -57,8 +57,9 @@ from orchestrations.tool_calls import run_tool_calls
 bp = df.Blueprint()
 logger = logging.getLogger(__name__)
 
-#: turns one generation answers at most, whatever their size (bounds replay work)
-MAX_TURNS_PER_GENERATION = 50
+#: turns one generation answers at most, whatever their size: every step replays its generation,
+#: so this bounds a step's work; each generation costs one extra work item (its first step)
+MAX_TURNS_PER_GENERATION = 10
 
 
 def _now(ctx: task.OrchestrationContext) -> str:
@@ -247,9 +248,9 @@ def answer(
     answering = {"id": message.id, "seq": seq}
     _status(ctx, asking, "thinking", answering=answering)
 
-    window = history.trim_window([*state.window, user_entry], config.context_window_bytes)
-    if retry and (not window or window[-1].get("id") != message.id):
-        window = history.trim_window([*window, user_entry], config.context_window_bytes)
+    # A retried message whose failed turn left it last in the window is not sent twice.
+    already_last = retry and state.window.entries and state.window.entries[-1].get("id") == message.id
+    window = state.window.extend([] if already_last else [user_entry], config.context_window_bytes)
     unwritten: list[dict[str, Any]] = [] if retry else [user_entry]
     next_seq = asking.next_seq
     outcome: ThreadStateName = "idle"
@@ -266,7 +267,7 @@ def answer(
         request = ModelRequest(
             thread_id=ctx.instance_id,
             turn=turn,
-            messages=history.model_messages(config.system_prompt, window),
+            messages=window.model_messages(config.system_prompt),
             max_reply_bytes=max_reply_bytes(config.payload_cap_bytes),
         ).to_dict() | {"agent": config.agent}
         try:
@@ -336,7 +337,7 @@ def answer(
             next_seq += 1
         sent += write_entries(ctx, state, [*unwritten, calls_entry, *tool_entries])
         unwritten = []
-        window = history.trim_window([*window, calls_entry, *tool_entries], config.context_window_bytes)
+        window = window.extend([calls_entry, *tool_entries], config.context_window_bytes)
         publish("thinking", (), ())
 
     reply_seq = next_seq
@@ -356,12 +357,11 @@ def answer(
     if config.count_tokens and config.caller and tokens_used:
         usage = {"day": ctx.current_utc_datetime.strftime("%Y-%m-%d"), "tokens": tokens_used}
         ctx.signal_entity(EntityInstanceId(CALLER_ENTITY, config.caller), "tokens", usage)
-    conversation = [*window, entry] if outcome == "idle" else list(window)
     done = replace(
         asking,
         next_seq=reply_seq + 1,
         message_count=state.message_count + (1 if retry else 2),
-        window=history.trim_window(conversation, config.context_window_bytes) if conversation else (),
+        window=window.extend([entry] if outcome == "idle" else [], config.context_window_bytes),
         last_state=outcome,
         last_turn={"id": message.id, "seq": seq},
     ).remember(message.id, digest, seq)

@@ -1,4 +1,4 @@
-"""Pure rules of the paged history: page arithmetic, blobs for large entries, the window."""
+"""Pure rules of the paged history: page arithmetic, blobs for large entries, final replies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from agent import history
 from agent.errors import InvalidInputError
-from agent.thread import encoded_size
+from agent.payload import encoded_size
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -75,38 +75,6 @@ def test_a_full_page_of_the_largest_inline_entries_fits_the_cap() -> None:
 def test_malformed_entries_are_refused(bad: Any) -> None:
     with pytest.raises(InvalidInputError):
         history.validate_entry(bad)
-
-
-def test_the_window_keeps_the_newest_entries_that_fit_and_never_sends_errors() -> None:
-    entries = [
-        entry(2, content="a" * 100),
-        entry(3, "assistant", "b" * 100),
-        entry(4, content="failed"),
-        entry(5, "assistant", "", error={"code": "x"}),
-        entry(6, content="c" * 100),
-    ]
-    cost = history.window_cost(entries[0])
-    window = history.trim_window(entries, budget_bytes=3 * cost)
-    assert [e["seq"] for e in window] == [3, 4, 6]
-    assert [e["seq"] for e in history.trim_window(entries, budget_bytes=1)] == [6]  # newest always kept
-
-
-def test_the_window_keeps_tool_calls_with_their_results_or_drops_them_together() -> None:
-    call = entry(3, "assistant", "", tool_calls=[{"id": "c1", "name": "t", "arguments": "{}"}])
-    result = entry(4, "tool", "x" * 200, tool_call_id="c1")
-    entries = [entry(2, content="q"), call, result, entry(5, "assistant", "done")]
-    whole = history.trim_window(entries, budget_bytes=10_000)
-    assert [e["seq"] for e in whole] == [2, 3, 4, 5]
-    group_cost = history.window_cost(call) + history.window_cost(result)
-    tight = history.trim_window(entries, budget_bytes=history.window_cost(entries[3]) + group_cost - 1)
-    assert [e["seq"] for e in tight] == [5]  # the call and its result went together
-    orphan = history.trim_window([result, entry(5, "assistant", "done")], budget_bytes=10_000)
-    assert [e["seq"] for e in orphan] == [5]  # a result whose call is gone is never sent
-
-
-def test_model_messages_put_the_system_prompt_first() -> None:
-    messages = history.model_messages("S", [entry(2), entry(3, "assistant", "r")])
-    assert [(m.role, m.content) for m in messages] == [("system", "S"), ("user", "hi"), ("assistant", "r")]
 
 
 def test_the_final_reply_is_the_newest_non_tool_answer_to_the_message() -> None:

@@ -22,6 +22,7 @@ from agent.thread import (
     UserMessage,
     check_id,
 )
+from agent.window import ContextWindow
 
 
 def test_user_message_parses_a_valid_event() -> None:
@@ -71,7 +72,7 @@ def test_thread_state_round_trips_and_tolerates_garbage() -> None:
         turn=3,
         next_seq=8,
         message_count=6,
-        window=({"seq": 7, "role": "assistant", "content": "r"},),
+        window=ContextWindow.of([{"seq": 7, "role": "assistant", "content": "r"}], 48_000),
         recent=(("m1", "d1", 2), ("m2", "d2", 4)),
         last_state="error",
         last_message_id="m2",
