@@ -8,8 +8,11 @@ Sections (all by default; choose with --sections):
               200), with their round trips
   long        one thread to 1000 turns with 4 KiB messages: round trip at turns 10, 100
               and 1000, and the ratio turn 1000 / turn 10
-  restart     time to the first and the last reply after devhost restarts (SQLite) with N
-              turns waiting on the model
+  restart     time to the first and the last reply (and replies/s) after devhost is killed and
+              restarted on its SQLite file with N turns in flight (--waiting, default 1000)
+  idle        memory (RSS, MiB per 1000 threads, SQLite file size) and sequential-turn latency
+              with N idle threads (--idle, default 10000) against none, per backend (memory,
+              SQLite normal), with thread creation rate and ratios SQLite / memory
   commits     SQLite commits and durable work items per turn, counted by the hub
 
 Prints a table and then the JSON; writes docs/benchmark-*.png (and the JSON) unless
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import subprocess
@@ -34,12 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import sections
+from benchmarks import idle, restart, sections
 from benchmarks.driver import SQLITE_NORMAL, Backend
+from benchmarks.report import rounded, table
 from tests.fakes.model_server import FakeModelServer
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_SECTIONS = ("latency", "throughput", "long", "restart", "commits")
+ALL_SECTIONS = ("latency", "throughput", "long", "restart", "idle", "commits")
 
 
 def _commit() -> str:
@@ -80,7 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-backend", default=SQLITE_NORMAL.name, help="default sqlite-normal")
     parser.add_argument("--message-bytes", type=int, default=4096, help="long: message size (default 4096)")
     parser.add_argument("--long-runs", type=int, help="long: runs (default: --runs); the slowest section")
-    parser.add_argument("--waiting", type=int, help="restart: threads waiting (default 20)")
+    parser.add_argument("--waiting", type=int, help="restart: turns in flight at the crash (default 1000)")
+    parser.add_argument("--idle", type=int, help="idle: idle threads (default 10000; quick 200)")
+    parser.add_argument("--idle-turns", type=int, help="idle: sequential turns each side (default 40)")
+    parser.add_argument("--clients", type=int, default=16, help="idle, restart: concurrent clients for setup")
     parser.add_argument("--commit-turns", type=int, help="commits: turns counted (default 20)")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs", help="folder for PNGs and JSON")
     parser.add_argument("--no-plots", action="store_true")
@@ -91,7 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (3.0 if quick else 10.0)
     args.long_turns = [int(n) for n in (args.long_turns or ("10,100" if quick else "10,100,1000")).split(",")]
     args.long_runs = args.long_runs or args.runs
-    args.waiting = args.waiting or (5 if quick else 20)
+    args.waiting = args.waiting or (20 if quick else 1000)
+    args.idle = args.idle or (200 if quick else 10000)
+    args.idle_turns = args.idle_turns or (20 if quick else 40)
     args.commit_turns = args.commit_turns or (5 if quick else 20)
     levels = [int(n) for n in args.levels.split(",")]
     args.levels = [*levels, 200] if args.with_200 and 200 not in levels else levels
@@ -100,102 +108,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(ALL_SECTIONS)}")
     return args
-
-
-def rounded(value: Any) -> Any:
-    """The result with floats to 2 decimals, for reading."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 2)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.1f} ms"
-
-
-def table(result: dict[str, Any]) -> str:
-    lines: list[str] = []
-    meta = result["meta"]
-    lines.append(f"benchmark of {meta['commit']} on {meta['machine']} ({meta['runs']} run(s) per figure)")
-    if "latency" in result:
-        lat = result["latency"]
-        lines += [
-            "",
-            f"One turn, sequential: POST /api/threads/{{id}}/messages?wait=30 round trip "
-            f"({lat['turns_per_run']} turns per run, median of {lat['runs']} runs)",
-            "| backend | p50 | p95 | p99 | p50 vs memory | p95 vs memory | p99 vs memory |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for name, row in lat["backends"].items():
-            ratios = [
-                f"x{row[q + '_vs_memory']:.2f}" if q + "_vs_memory" in row else "x1"
-                for q in ("p50", "p95", "p99")
-            ]
-            lines.append(
-                f"| {name} | {_ms(row['p50'])} | {_ms(row['p95'])} | {_ms(row['p99'])} | "
-                + " | ".join(ratios)
-                + " |"
-            )
-    if "throughput" in result:
-        tp = result["throughput"]
-        lines += [
-            "",
-            f"Throughput ({tp['backend']}, {tp['window_s']:g} s window, median of {tp['runs']} runs)",
-            "| threads at once | turns/s | round trip p50 | p95 | p99 | errors |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for n, row in tp["levels"].items():
-            lines.append(
-                f"| {n} | {row['turns_per_s']:.1f} | {_ms(row['p50'])} | {_ms(row['p95'])} |"
-                f" {_ms(row['p99'])} | {row['errors']} |"
-            )
-    if "long_thread" in result:
-        lt = result["long_thread"]
-        points = lt["at_turn"]
-        ratio_key = next((k for k in lt if k.startswith("ratio_")), None)
-        lines += [
-            "",
-            f"Long thread ({lt['backend']}, {lt['message_bytes']} B messages; at turn k the median of"
-            f" turns k-{lt['window'] - 1}..k, median of {lt['runs']} runs)",
-            "| "
-            + " | ".join(f"turn {k}" for k in points)
-            + (" | ratio last / first |" if ratio_key else " |"),
-            "| " + " | ".join("---" for _ in points) + (" | --- |" if ratio_key else " |"),
-            "| "
-            + " | ".join(_ms(v) for v in points.values())
-            + (f" | x{lt[ratio_key]:.2f} |" if ratio_key else " |"),
-        ]
-        for failure in lt["failures"]:
-            lines.append(f"  failed: {failure}")
-    if "restart" in result:
-        rs = result["restart"]
-        lines += [
-            "",
-            f"Restart with {rs['waiting']} turns waiting ({rs['backend']}, SIGKILL, then a new"
-            f" devhost; seconds from its start, median of {rs['runs']} runs)",
-            "| devhost ready | first reply | all replies |",
-            "| --- | --- | --- |",
-            f"| {rs['ready_s'] * 1000:.0f} ms | {rs['first_reply_s'] * 1000:.0f} ms |"
-            f" {rs['all_replies_s'] * 1000:.0f} ms |",
-        ]
-    if "commits" in result:
-        cm = result["commits"]
-        lines += [
-            "",
-            f"Per turn on the SQLite hub ({cm['turns']} turns, counted by the hub)",
-            "| SQLite commits | durable work items | orchestration | activity | entity |",
-            "| --- | --- | --- | --- | --- |",
-            f"| {cm['commits_per_turn']:.2f} | {cm['work_items_per_turn']:.2f} | "
-            f"{cm['orchestration_work_items_per_turn']:.2f} | {cm['activity_work_items_per_turn']:.2f} | "
-            f"{cm['entity_work_items_per_turn']:.2f} |",
-        ]
-    for name, error in result.get("errors", {}).items():
-        lines.append(f"\nsection {name} failed: {error}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,10 +188,27 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     "restart",
                     "restart",
-                    lambda: sections.restart(
+                    lambda: restart.restart(
                         waiting=args.waiting,
                         runs=args.runs,
                         durability="normal",
+                        clients=args.clients,
+                        model=model,
+                        folder=folder,
+                        log=log,
+                    ),
+                )
+            )
+        if "idle" in args.sections:
+            plan.append(
+                (
+                    "idle",
+                    "idle",
+                    lambda: idle.idle(
+                        idle=args.idle,
+                        runs=args.runs,
+                        turns=args.idle_turns,
+                        clients=args.clients,
                         model=model,
                         folder=folder,
                         log=log,

@@ -1,4 +1,5 @@
-"""The benchmark's sections. Each returns plain data (JSON-ready); the CLI prints and plots it.
+"""The benchmark's sections (restart and idle have modules of their own). Each returns plain
+data (JSON-ready); the CLI prints and plots it.
 
 Every figure is a median over `runs` separate runs; each run starts its own devhost on a
 fresh task hub. Within a run, samples are HTTP round trips of one turn measured by the
@@ -11,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from benchmarks.driver import (
     running,
     turn,
 )
-from tests.fakes.model_server import FakeModelServer, echo, reply
+from tests.fakes.model_server import FakeModelServer
 from tests.integration.harness import Api
 
 Log = Callable[[str], None]
@@ -235,77 +235,6 @@ def long_thread(
         out[f"ratio_{final}_to_{first}"] = median(ratios)
     out["series"] = [[round(v, 2) for v in s] for s in series]
     return out
-
-
-# -- recovery after a restart -----------------------------------------------------------------
-
-
-def restart(
-    *,
-    waiting: int,
-    runs: int,
-    durability: str,
-    model: FakeModelServer,
-    folder: Path,
-    log: Log,
-) -> dict[str, Any]:
-    """Time to the first (and last) reply after devhost restarts with N turns in flight.
-
-    N threads each get a message while the model hangs, so every turn is waiting on its
-    model call; devhost is then killed (SIGKILL, a crash) and started again on the same
-    SQLite file with the model answering at once. Measured from starting the new process:
-    when it is ready, when the first reply lands, when all N have.
-    """
-    rows: list[dict[str, float]] = []
-    backend = Backend("sqlite", durability)
-    for run in range(runs):
-        db = folder / f"restart-{run}.db"
-        first = devhost(backend, model, folder, f"restart-{run}-a", db=db)
-        with running(first) as host:
-            threads = [new_thread(host.api, "restart") for _ in range(waiting)]
-            model.clear_requests()
-            model.set_default(reply("too late", delay=120.0))
-            pending: list[tuple[str, str]] = []
-            for thread in threads:
-                sent = host.api.post(f"/api/threads/{thread}/messages", {"content": "are you there?"})
-                if sent.status != 202:
-                    raise BenchmarkError(f"a message answered {sent.status}: {sent.body[:300]!r}")
-                pending.append((thread, sent.json["message_id"]))
-            model.wait_for_requests(waiting, timeout=120)  # every turn is now waiting on the model
-            host.kill()
-        model.set_default(echo())
-        second = devhost(backend, model, folder, f"restart-{run}-b", db=db)
-        started = time.perf_counter()
-        with running(second) as host:
-            ready = time.perf_counter() - started
-
-            def answered(item: tuple[str, str], api: Api = host.api, started: float = started) -> float:
-                thread, message = item
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    found = api.request(
-                        "GET", f"/api/threads/{thread}/messages/{message}?wait=30", timeout=60
-                    )
-                    if found.status == 200 and found.json.get("status") == "answered":
-                        return time.perf_counter() - started
-                    time.sleep(0.01)
-                raise BenchmarkError(f"no reply to {thread}/{message} within 120 s of the restart")
-
-            with ThreadPoolExecutor(max_workers=waiting) as pool:
-                times = list(pool.map(answered, pending))
-        row = {"ready_s": ready, "first_reply_s": min(times), "all_replies_s": max(times)}
-        rows.append(row)
-        log(
-            f"  restart run {run + 1}/{runs} ({waiting} waiting): ready {ready * 1000:.0f} ms, first reply "
-            f"{row['first_reply_s'] * 1000:.0f} ms, all {row['all_replies_s'] * 1000:.0f} ms"
-        )
-    return {
-        "backend": backend.name,
-        "waiting": waiting,
-        "runs": runs,
-        **{key: median([r[key] for r in rows]) for key in ("ready_s", "first_reply_s", "all_replies_s")},
-        "per_run": rows,
-    }
 
 
 # -- SQLite commits and durable work items per turn -------------------------------------------

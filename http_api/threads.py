@@ -61,8 +61,10 @@ from http_api.shapes import (
     utc_now,
 )
 
-#: how long one long-poll read may block (devhost's hub honours it; others answer at once)
-LONG_POLL_MS = 1000
+#: how long one long-poll read may block (devhost's hub honours it; others answer at once).
+#: A waiter re-reads the thread after each one, so under load, when a turn takes seconds,
+#: short polls would cost more than the turn itself.
+LONG_POLL_MS = 10_000
 
 
 class ThreadService:
@@ -213,6 +215,7 @@ class ThreadService:
         `after_seq`, an older reply (a failure being retried) does not count yet."""
         found = await self._progress(thread_id, message_id, after_seq)
         found.pop("blob_seq", None)
+        found.pop("next_seq", None)
         return found
 
     async def _progress(self, thread_id: str, message_id: str, after_seq: int = 0) -> dict[str, Any]:
@@ -244,7 +247,9 @@ class ThreadService:
                 limit=2 * history.PAGE_ENTRIES,
                 last_seq=start + 2 * history.PAGE_ENTRIES,
             )
-        return reply_outcome(message, history.final_reply(entries, message_id))
+        # The next entry the thread writes after those read: where a waiter looks for a change.
+        following = int(entries[-1]["seq"]) + 1 if entries else start + 1
+        return reply_outcome(message, history.final_reply(entries, message_id)) | {"next_seq": following}
 
     async def wait_for_reply(
         self, thread_id: str, message_id: str, seconds: float, after_seq: int = 0
@@ -262,6 +267,7 @@ class ThreadService:
             if found["status"] in ("answered", "failed") or remaining <= 0:
                 found.pop("blob_seq", None)
                 found.pop("after_seq", None)
+                found.pop("next_seq", None)
                 return found
             started = time.monotonic()
             changed = await self._long_poll(thread_id, message_id, found, min(remaining, LONG_POLL_MS / 1000))
@@ -286,10 +292,10 @@ class ThreadService:
             if "blob_seq" in found:
                 name, key = BLOB_ENTITY, child_key(thread_id, found["blob_seq"])
             else:
-                name, key = (
-                    PAGE_ENTITY,
-                    child_key(thread_id, history.page_of(int(found["message"]["seq"]) + 1)),
-                )
+                # The page the thread writes next: after a round of tool calls the reply
+                # may land on a later page than the one after the user entry.
+                following = int(found.get("next_seq") or int(found["message"]["seq"]) + 1)
+                name, key = PAGE_ENTITY, child_key(thread_id, history.page_of(following))
             before = await self._store.read(name, key)
             # Re-check after taking the entity's version: a change that landed between the
             # caller's check and that read would otherwise be waited for in vain.

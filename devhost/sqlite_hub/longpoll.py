@@ -4,7 +4,7 @@ Why this module exists: callers that wait for an entity or instance to change (a
 appearing in a thread's history, an orchestration moving on) would otherwise poll in a
 loop. With two gRPC metadata headers the hub holds the answer until something changed:
 
-* ``x-durable-agent-wait-ms: N``: wait at most N ms (capped at ``MAX_WAIT_MS``, 2000);
+* ``x-durable-agent-wait-ms: N``: wait at most N ms (capped at ``MAX_WAIT_MS``, 10000);
 * ``x-durable-agent-if-changed-since: T``: the last-modified time the caller already has,
   as ISO 8601 / RFC 3339 (e.g. ``2026-12-02T18:00:00.123456Z``; without a zone it is UTC),
   i.e. the ``lastModifiedTime`` (entity) or ``lastUpdatedTimestamp`` (instance) of the
@@ -43,7 +43,7 @@ from devhost.sqlite_hub import events as ev
 
 WAIT_HEADER = "x-durable-agent-wait-ms"
 SINCE_HEADER = "x-durable-agent-if-changed-since"
-MAX_WAIT_MS = 2000
+MAX_WAIT_MS = 10_000
 # Waiters allowed at once; the server's RPC pool is larger (see server.py).
 DEFAULT_CAPACITY = 256
 

@@ -282,7 +282,9 @@ async def work_items_per_turn(turns: int) -> list[int]:
             state = await client.get_orchestration_state(thread_id)
             status = json.loads(state.serialized_custom_status or "{}") if state else {}
             done = status.get("turn") == turn and status.get("state") == "idle"
-            return done and sum(1 for e in entries if e["role"] == "assistant") == turn
+            # The message index write is a one-way signal: it may land after the reply.
+            indexed = turn == 0 or (await ThreadStore(client).message(thread_id, f"m{turn}")).exists
+            return done and indexed and sum(1 for e in entries if e["role"] == "assistant") == turn
 
         await wait_for(lambda: idle_after(0))
         for turn in range(1, turns + 1):
