@@ -214,13 +214,13 @@ class ThreadService:
         """The message and its reply; status queued, answering, answered or failed. With
         `after_seq`, an older reply (a failure being retried) does not count yet."""
         found = await self._progress(thread_id, message_id, after_seq)
-        found.pop("blob_seq", None)
-        found.pop("next_seq", None)
+        for internal in ("blob_seq", "next_seq", "instance_seen"):
+            found.pop(internal, None)
         return found
 
     async def _progress(self, thread_id: str, message_id: str, after_seq: int = 0) -> dict[str, Any]:
         instance = await self._instance(thread_id)
-        found = await self._find(thread_id, message_id, instance)
+        found = await self._find(thread_id, message_id, instance) | {"instance_seen": _epoch(instance)}
         reply = found.get("reply")
         if after_seq and isinstance(reply, dict) and int(reply.get("seq") or 0) <= after_seq:
             found = {**found, "status": "answering", "reply": None}
@@ -265,9 +265,8 @@ class ThreadService:
             found = await self._progress(thread_id, message_id, after_seq) | {"after_seq": after_seq}
             remaining = deadline - time.monotonic()
             if found["status"] in ("answered", "failed") or remaining <= 0:
-                found.pop("blob_seq", None)
-                found.pop("after_seq", None)
-                found.pop("next_seq", None)
+                for internal in ("blob_seq", "after_seq", "next_seq", "instance_seen"):
+                    found.pop(internal, None)
                 return found
             started = time.monotonic()
             changed = await self._long_poll(thread_id, message_id, found, min(remaining, LONG_POLL_MS / 1000))
@@ -284,11 +283,11 @@ class ThreadService:
         wait_ms = max(1, int(seconds * 1000))
         async with backend_errors():
             if found.get("message") is None:
-                # queued: the next change is the thread taking a message (its status changes)
-                seen = await self._store.wait_instance(thread_id, seen=0.0, wait_ms=0)
-                if (await self._store.message(thread_id, message_id)).exists:
-                    return True
-                return await self._store.wait_instance(thread_id, seen=seen, wait_ms=wait_ms) != seen
+                # queued: the next change is the thread taking a message (its status changes);
+                # waiting from the version that was read misses nothing that came after it
+                seen = float(found["instance_seen"])
+                changed = await self._store.wait_instance(thread_id, seen=seen, wait_ms=wait_ms)
+                return abs(changed - seen) >= 1e-6  # both sides carry microseconds at most
             if "blob_seq" in found:
                 name, key = BLOB_ENTITY, child_key(thread_id, found["blob_seq"])
             else:
@@ -482,7 +481,7 @@ class ThreadService:
             remaining = deadline - time.monotonic()
             if events or remaining <= 0 or instance.runtime_status not in ACCEPTS_MESSAGES:
                 return events, after
-            seen = instance.last_updated_at.timestamp()
+            seen = _epoch(instance)
             started = time.monotonic()
             async with backend_errors():
                 changed = await self._store.wait_instance(
@@ -496,3 +495,9 @@ class ThreadService:
 _maintenance_checked = False
 #: this process's per-caller message counts (agent.limits: a per-instance guard)
 MESSAGES = MessageRateLimiter()
+
+
+def _epoch(instance: OrchestrationState) -> float:
+    """The instance's last update in epoch seconds, what a long-poll compares with (the
+    client hands it over as a naive UTC datetime, which `.timestamp()` would read as local)."""
+    return instance.last_updated_at.replace(tzinfo=UTC).timestamp()
