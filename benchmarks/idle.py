@@ -102,8 +102,8 @@ def _one(
         before = memory_mib(process.pid)
         files_before = _files(host.db_path)
         threads, create_s = create_threads(api, idle, "idle", clients)
-        settle_s = _all_idle(api, threads[-SAMPLE:], timeout=120 + idle * 0.05)
-        settle_s += wait_cpu_quiet(process.pid, timeout=300 + idle * 0.05)
+        idle_wait_s = _all_idle(api, threads[-SAMPLE:], timeout=120 + idle * 0.05)
+        settle_s = idle_wait_s + wait_cpu_quiet(process.pid, timeout=300 + idle * 0.05)
         after = memory_mib(process.pid)
         files_after = _files(host.db_path)
         loaded = _turns(api, turns, 10, "busy")
@@ -111,6 +111,7 @@ def _one(
     row: dict[str, Any] = {
         "create_s": create_s,
         "threads_per_s": idle / create_s,
+        "started_per_s": idle / (create_s + idle_wait_s),
         "settle_s": settle_s,
         "empty_p50": percentile(empty, 50),
         "empty_p95": percentile(empty, 95),
@@ -137,6 +138,7 @@ def _one(
 #: what each backend reports (median over runs), and what SQLite reports against memory
 FIGURES = (
     "threads_per_s",
+    "started_per_s",
     "settle_s",
     "empty_p50",
     "empty_p95",
@@ -155,7 +157,7 @@ FIGURES = (
     "files_mib",
     "files_kib_per_thread",
 )
-VERSUS_MEMORY = ("threads_per_s", "idle_p50", "idle_p95", "rss_after_mib", "mib_per_1000")
+VERSUS_MEMORY = ("threads_per_s", "started_per_s", "idle_p50", "idle_p95", "rss_after_mib", "mib_per_1000")
 
 
 def idle(
@@ -185,7 +187,8 @@ def idle(
             per_run[backend.name].append(row)
             files = f", files {row['files_mib']:.1f} MiB" if "files_mib" in row else ""
             log(
-                f"  idle run {run + 1}/{runs} {backend.name}: {row['threads_per_s']:.0f} threads/s,"
+                f"  idle run {run + 1}/{runs} {backend.name}: {row['threads_per_s']:.0f} threads/s"
+                f" created ({row['started_per_s']:.0f}/s until the last were idle),"
                 f" settled in {row['settle_s']:.0f} s; RSS {row['rss_before_mib']:.0f} ->"
                 f" {row['rss_after_mib']:.0f} MiB ({row['mib_per_1000']:.1f} MiB per 1000){files};"
                 f" p50 {row['empty_p50']:.1f} -> {row['idle_p50']:.1f} ms,"

@@ -36,14 +36,15 @@ def _idle(data: dict[str, Any]) -> list[str]:
         "",
         f"{n} idle threads: devhost's memory (VmRSS) before and after creating them"
         f" ({data['clients']} clients), median of {data['runs']} runs",
-        "| backend | threads created/s | RSS empty | RSS with idle | MiB per 1000 threads | VmHWM"
-        " | SQLite db + wal |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| backend | threads created/s | created and idle/s | RSS empty | RSS with idle"
+        " | MiB per 1000 threads | VmHWM | SQLite db + wal |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in backends.items():
         files = f"{row['files_mib']:.1f} MiB" if "files_mib" in row else "-"
         lines.append(
-            f"| {name} | {row['threads_per_s']:.0f} | {row['rss_before_mib']:.0f} MiB |"
+            f"| {name} | {row['threads_per_s']:.0f} | {row['started_per_s']:.0f} |"
+            f" {row['rss_before_mib']:.0f} MiB |"
             f" {row['rss_after_mib']:.0f} MiB | {row['mib_per_1000']:.1f} |"
             f" {row['hwm_mib']:.0f} MiB | {files} |"
         )
@@ -65,9 +66,11 @@ def _idle(data: dict[str, Any]) -> list[str]:
             lines += [
                 "",
                 f"{name} / memory (per run, then median)",
-                "| threads created/s | RSS with idle | MiB per 1000 threads | p50 idle | p95 idle |",
-                "| --- | --- | --- | --- | --- |",
-                f"| {_x(versus['threads_per_s'])} | {_x(versus['rss_after_mib'])} |"
+                "| threads created/s | created and idle/s | RSS with idle | MiB per 1000 threads"
+                " | p50 idle | p95 idle |",
+                "| --- | --- | --- | --- | --- | --- |",
+                f"| {_x(versus['threads_per_s'])} | {_x(versus['started_per_s'])} |"
+                f" {_x(versus['rss_after_mib'])} |"
                 f" {_x(versus['mib_per_1000'])} | {_x(versus['idle_p50'])} | {_x(versus['idle_p95'])} |",
             ]
     return lines

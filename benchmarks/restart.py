@@ -61,24 +61,34 @@ def _status(api: Api, item: tuple[str, str], wait: int = 0) -> str:
 
 
 def _all_in_flight(api: Api, pending: list[tuple[str, str]], clients: int, timeout: float) -> float:
-    """Wait until every message reports `answering`; returns the seconds waited."""
+    """Wait until every message reports `answering`; returns the seconds waited.
+
+    First the last 10 sent, one at a time (cheap: the hub takes messages about in order),
+    then sweeps over all of them until none is left queued."""
     started = time.monotonic()
+
+    def check(statuses: list[str], left: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        done = [s for s in statuses if s in ("answered", "failed")]
+        if done:
+            raise BenchmarkError(
+                f"{len(done)} turns ended while the model hung ({done[0]}): no crash to test"
+            )
+        left = [item for item, status in zip(left, statuses, strict=True) if status != "answering"]
+        if left and time.monotonic() - started > timeout:
+            raise BenchmarkError(
+                f"{len(left)} of {len(pending)} messages still queued {timeout:.0f} s after sending"
+            )
+        if left:
+            time.sleep(0.5)
+        return left
+
+    for item in pending[-10:]:
+        while check([_status(api, item)], [item]):
+            pass  # check() waited 0.5 s
     left = list(pending)
     with ThreadPoolExecutor(max_workers=max(1, min(clients, len(left)))) as pool:
         while left:
-            statuses = list(pool.map(lambda item: _status(api, item), left))
-            done = [s for s in statuses if s in ("answered", "failed")]
-            if done:
-                raise BenchmarkError(
-                    f"{len(done)} turns ended while the model hung ({done[0]}): no crash to test"
-                )
-            left = [item for item, status in zip(left, statuses, strict=True) if status != "answering"]
-            if left and time.monotonic() - started > timeout:
-                raise BenchmarkError(
-                    f"{len(left)} of {len(pending)} messages still queued {timeout:.0f} s after sending"
-                )
-            if left:
-                time.sleep(0.5)
+            left = check(list(pool.map(lambda item: _status(api, item), left)), left)
     return time.monotonic() - started
 
 
