@@ -16,7 +16,7 @@ Sections (all by default; choose with --sections):
   commits     SQLite commits and durable work items per turn, counted by the hub
 
 Prints a table and then the JSON; writes docs/benchmark-*.png (and the JSON) unless
---no-plots. `--quick` runs everything small (about a minute); figures are then rougher.
+--no-plots. `--quick` runs everything small (about two minutes); figures are then rougher.
 """
 
 # git is run with fixed arguments to name the measured commit.
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sections", default=",".join(ALL_SECTIONS), help="comma-separated (default: all)")
-    parser.add_argument("--quick", action="store_true", help="every section small: about a minute")
+    parser.add_argument("--quick", action="store_true", help="every section small: about two minutes")
     parser.add_argument("--runs", type=int, help="runs per figure (default 3; quick 1)")
     parser.add_argument(
         "--turns", type=int, help="latency: sequential turns per run and backend (default 100)"
@@ -83,10 +83,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-backend", default=SQLITE_NORMAL.name, help="default sqlite-normal")
     parser.add_argument("--message-bytes", type=int, default=4096, help="long: message size (default 4096)")
     parser.add_argument("--long-runs", type=int, help="long: runs (default: --runs); the slowest section")
-    parser.add_argument("--waiting", type=int, help="restart: turns in flight at the crash (default 1000)")
+    parser.add_argument(
+        "--waiting", type=int, help="restart: turns in flight at the crash (default 1000; quick 20)"
+    )
     parser.add_argument("--idle", type=int, help="idle: idle threads (default 10000; quick 200)")
-    parser.add_argument("--idle-turns", type=int, help="idle: sequential turns each side (default 40)")
-    parser.add_argument("--clients", type=int, default=16, help="idle, restart: concurrent clients for setup")
+    parser.add_argument(
+        "--idle-turns", type=int, help="idle: sequential turns each side (default 40; quick 20)"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=16, help="idle, restart: concurrent clients for setup (default 16)"
+    )
     parser.add_argument("--commit-turns", type=int, help="commits: turns counted (default 20)")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs", help="folder for PNGs and JSON")
     parser.add_argument("--no-plots", action="store_true")

@@ -241,15 +241,20 @@ class ThreadService:
             seq = int(record.state.get("seq") or 0)
             reply_seq = record.state.get("reply_seq")
             start = int(reply_seq) - 1 if isinstance(reply_seq, int) else seq
-            entries, _ = await self._store.entries(
+            # Only pages holding assigned entries: while a turn runs that is usually one.
+            status = ThreadStatus.from_dict(parse_json(instance.serialized_custom_status))
+            assigned = status.last_seq if status else start + 2 * history.PAGE_ENTRIES
+            entries, cut = await self._store.entries(
                 thread_id,
                 after=start,
                 limit=2 * history.PAGE_ENTRIES,
-                last_seq=start + 2 * history.PAGE_ENTRIES,
+                last_seq=min(start + 2 * history.PAGE_ENTRIES, max(assigned, start + 1)),
             )
-        # The next entry the thread writes after those read: where a waiter looks for a change.
-        following = int(entries[-1]["seq"]) + 1 if entries else start + 1
-        return reply_outcome(message, history.final_reply(entries, message_id)) | {"next_seq": following}
+        outcome = reply_outcome(message, history.final_reply(entries, message_id))
+        if not cut:
+            # The next entry the thread writes after those read: where a waiter looks for it.
+            outcome["next_seq"] = int(entries[-1]["seq"]) + 1 if entries else start + 1
+        return outcome
 
     async def wait_for_reply(
         self, thread_id: str, message_id: str, seconds: float, after_seq: int = 0
@@ -288,19 +293,22 @@ class ThreadService:
                 seen = float(found["instance_seen"])
                 changed = await self._store.wait_instance(thread_id, seen=seen, wait_ms=wait_ms)
                 return abs(changed - seen) >= 1e-6  # both sides carry microseconds at most
+            # Take the version of what changes next, then check it still lacks what is awaited:
+            # what landed since the caller's read is seen here, what lands later wakes the wait.
             if "blob_seq" in found:
+                before = await self._store.read(BLOB_ENTITY, child_key(thread_id, found["blob_seq"]))
+                if before.exists:
+                    return True
                 name, key = BLOB_ENTITY, child_key(thread_id, found["blob_seq"])
             else:
                 # The page the thread writes next: after a round of tool calls the reply
                 # may land on a later page than the one after the user entry.
                 following = int(found.get("next_seq") or int(found["message"]["seq"]) + 1)
                 name, key = PAGE_ENTITY, child_key(thread_id, history.page_of(following))
-            before = await self._store.read(name, key)
-            # Re-check after taking the entity's version: a change that landed between the
-            # caller's check and that read would otherwise be waited for in vain.
-            again = await self._progress(thread_id, message_id, int(found.get("after_seq") or 0))
-            if again["status"] != found["status"] or again.get("blob_seq") != found.get("blob_seq"):
-                return True
+                before = await self._store.read(name, key)
+                written = (int(item["seq"]) for item in history.page_items(before.state))
+                if "next_seq" in found and any(seq >= following for seq in written):
+                    return True
             after = await self._store.read(name, key, wait_ms=wait_ms, seen=before.modified)
             return after.modified != before.modified
 
