@@ -65,6 +65,8 @@ from http_api.shapes import (
 #: A waiter re-reads the thread after each one, so under load, when a turn takes seconds,
 #: short polls would cost more than the turn itself.
 LONG_POLL_MS = 10_000
+# What a reply lookup carries for the waiter's next long-poll; never returned to a caller.
+INTERNAL_KEYS = ("blob_seq", "after_seq", "next_seq", "instance_seen", "record_seen")
 
 
 class ThreadService:
@@ -214,7 +216,7 @@ class ThreadService:
         """The message and its reply; status queued, answering, answered or failed. With
         `after_seq`, an older reply (a failure being retried) does not count yet."""
         found = await self._progress(thread_id, message_id, after_seq)
-        for internal in ("blob_seq", "next_seq", "instance_seen"):
+        for internal in INTERNAL_KEYS:
             found.pop(internal, None)
         return found
 
@@ -236,7 +238,9 @@ class ThreadService:
         async with backend_errors():
             record = await self._store.message(thread_id, message_id)
             if not record.exists or not isinstance(record.state, dict):
-                return reply_outcome(None, None)
+                # The record is written once the thread has taken the message: its version
+                # now is what a waiter waits to change (0 when there is no row yet).
+                return reply_outcome(None, None) | {"record_seen": record.modified}
             message = record.state.get("entry")
             seq = int(record.state.get("seq") or 0)
             reply_seq = record.state.get("reply_seq")
@@ -270,7 +274,7 @@ class ThreadService:
             found = await self._progress(thread_id, message_id, after_seq) | {"after_seq": after_seq}
             remaining = deadline - time.monotonic()
             if found["status"] in ("answered", "failed") or remaining <= 0:
-                for internal in ("blob_seq", "after_seq", "next_seq", "instance_seen"):
+                for internal in INTERNAL_KEYS:
                     found.pop(internal, None)
                 return found
             started = time.monotonic()
@@ -287,12 +291,19 @@ class ThreadService:
         """Block on the entity that changes next; True when it did change."""
         wait_ms = max(1, int(seconds * 1000))
         async with backend_errors():
+            if found.get("message") is None and "record_seen" in found:
+                # queued: the next change is the message's record being written. Not the
+                # thread's status: under load the thread may finish the turn before the
+                # record is written, and then its status does not change again.
+                seen = float(found["record_seen"])
+                after = await self._store.message(thread_id, message_id, wait_ms=wait_ms, seen=seen)
+                return abs(after.modified - seen) >= 1e-6  # both sides carry microseconds at most
             if found.get("message") is None:
-                # queued: the next change is the thread taking a message (its status changes);
+                # queued on a legacy thread: the next change is the thread taking a message;
                 # waiting from the version that was read misses nothing that came after it
                 seen = float(found["instance_seen"])
                 changed = await self._store.wait_instance(thread_id, seen=seen, wait_ms=wait_ms)
-                return abs(changed - seen) >= 1e-6  # both sides carry microseconds at most
+                return abs(changed - seen) >= 1e-6
             # Take the version of what changes next, then check it still lacks what is awaited:
             # what landed since the caller's read is seen here, what lands later wakes the wait.
             if "blob_seq" in found:
