@@ -222,3 +222,21 @@ def wait_cpu_quiet(pid: int, *, below: float = 0.05, interval: float = 1.0, time
         quiet = quiet + 1 if (now - before) / interval < below else 0
         before = now
     return time.monotonic() - started
+
+
+def wait_idle(api: Api, threads: Sequence[str], timeout: float) -> float:
+    """Wait until each of `threads` reports state idle; returns the seconds waited."""
+    started = time.monotonic()
+    waiting = list(threads)
+    while waiting:
+        summary = api.get(f"/api/threads/{waiting[0]}")
+        if summary.status == 200 and summary.json.get("state") == "idle":
+            waiting.pop(0)
+            continue
+        if time.monotonic() - started > timeout:
+            raise BenchmarkError(
+                f"thread {waiting[0]} did not report idle within {timeout:.0f} s"
+                f" (last answer {summary.status}: {summary.body[:200]!r})"
+            )
+        time.sleep(0.2)
+    return time.monotonic() - started

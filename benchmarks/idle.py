@@ -16,7 +16,6 @@ load does not hold the wait up, only slows it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from benchmarks.driver import (
     running,
     turn,
     wait_cpu_quiet,
+    wait_idle,
 )
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.harness import Api
@@ -52,24 +52,6 @@ def _turns(api: Api, turns: int, per_thread: int, label: str) -> list[float]:
             thread = new_thread(api, label)
         samples.append(turn(api, thread, f"{label} turn {i}"))
     return samples
-
-
-def _all_idle(api: Api, threads: Sequence[str], timeout: float) -> float:
-    """Wait until each of `threads` reports state idle; returns the seconds waited."""
-    started = time.monotonic()
-    waiting = list(threads)
-    while waiting:
-        summary = api.get(f"/api/threads/{waiting[0]}")
-        if summary.status == 200 and summary.json.get("state") == "idle":
-            waiting.pop(0)
-            continue
-        if time.monotonic() - started > timeout:
-            raise BenchmarkError(
-                f"thread {waiting[0]} did not report idle within {timeout:.0f} s"
-                f" (last answer {summary.status}: {summary.body[:200]!r})"
-            )
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def _files(db: Path | None) -> dict[str, float]:
@@ -102,7 +84,7 @@ def _one(
         before = memory_mib(process.pid)
         files_before = _files(host.db_path)
         threads, create_s = create_threads(api, idle, "idle", clients)
-        idle_wait_s = _all_idle(api, threads[-SAMPLE:], timeout=300 + idle * 0.2)
+        idle_wait_s = wait_idle(api, threads[-SAMPLE:], timeout=300 + idle * 0.2)
         settle_s = idle_wait_s + wait_cpu_quiet(process.pid, timeout=300 + idle * 0.1)
         after = memory_mib(process.pid)
         files_after = _files(host.db_path)

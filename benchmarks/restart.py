@@ -1,7 +1,7 @@
 """The `restart` section: recovery after a crash with N turns in flight (SQLite).
 
-Setup, on a first devhost: N threads, created by 16 concurrent clients; the fake model is
-told to hang (every chat request waits 15 minutes before answering), and the app's model
+Setup, on a first devhost: N threads, created by 16 concurrent clients, and a wait until
+every thread has started and devhost is quiet; the fake model is then told to hang (every chat request waits 15 minutes before answering), and the app's model
 timeout is raised to its maximum so no turn gives up while the setup runs; then each thread
 gets one message (16 concurrent clients). The setup is complete once every message reports
 `answering` (GET /api/threads/{id}/messages/{mid}): the orchestration has taken it and, in
@@ -29,7 +29,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.driver import Backend, BenchmarkError, create_threads, devhost, median, running
+from benchmarks.driver import (
+    Backend,
+    BenchmarkError,
+    create_threads,
+    devhost,
+    median,
+    running,
+    wait_cpu_quiet,
+    wait_idle,
+)
 from devhost.work_items import MAX_CONCURRENT_ACTIVITIES
 from tests.fakes.model_server import FakeModelServer, echo, reply
 from tests.integration.harness import Api
@@ -157,6 +166,14 @@ def restart(
         with running(first) as host:
             setup = time.perf_counter()
             threads, create_s = create_threads(host.api, waiting, "restart", clients)
+            # Every thread fully started (the hub quiet) before the messages go out, so the
+            # hub takes the messages, and schedules their model calls, in the order they were
+            # sent: the order the watchers below look for replies in. A thread with start-up
+            # work still queued takes its message along with that work, ahead of older
+            # messages to threads that had finished starting.
+            wait_idle(host.api, threads[-10:], timeout)
+            assert host.process is not None
+            wait_cpu_quiet(host.process.pid, timeout=timeout)
             model.clear_requests()
             model.set_default(reply("too late", delay=HANG_SECONDS))
             sent = time.perf_counter()

@@ -96,12 +96,18 @@ def latency(
 
 
 def _load(api: Api, threads: list[str], seconds: float, settle: float) -> dict[str, Any]:
-    """Each conversation sends turns back to back; counts turns that end inside the window."""
+    """Each conversation sends turns back to back; counts turns that end inside the window.
+
+    The window opens `settle` seconds after the start, or once every conversation has had
+    its first reply if that is later: at high concurrency a turn takes longer than the
+    settle time, and a window opened before the steady state would count too few."""
     start_gate = threading.Barrier(len(threads) + 1)
     stop = threading.Event()
     done: list[tuple[float, float]] = []  # (finished at, round trip ms)
     errors: list[str] = []
     lock = threading.Lock()
+    answered: set[str] = set()
+    all_answered = threading.Event()
 
     def conversation(thread: str) -> None:
         start_gate.wait()
@@ -116,13 +122,18 @@ def _load(api: Api, threads: list[str], seconds: float, settle: float) -> dict[s
                 continue
             with lock:
                 done.append((time.perf_counter(), elapsed))
+                answered.add(thread)
+                if len(answered) == len(threads):
+                    all_answered.set()
             i += 1
 
     workers = [threading.Thread(target=conversation, args=(t,), daemon=True) for t in threads]
     for worker in workers:
         worker.start()
     start_gate.wait()
-    window_start = time.perf_counter() + settle
+    settled = time.perf_counter() + settle
+    all_answered.wait(timeout=300)
+    window_start = max(settled, time.perf_counter())
     window_end = window_start + seconds
     time.sleep(max(0.0, window_end - time.perf_counter()))
     stop.set()

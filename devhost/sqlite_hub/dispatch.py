@@ -3,9 +3,14 @@
 Why this module exists: ``GetWorkItems`` streams repeatedly ask "what is the next thing
 this worker may do?". The answer is read from the database and recorded as an in-memory
 lease (see ``leases.py``), so handing out work costs no SQLite commit; the commit happens
-once, when the work is completed. Order and filters follow the reference backend:
-orchestrations first, then activities, then entities; FIFO within each; work-item
-filters by name (and version) when the worker declares them.
+once, when the work is completed. FIFO within each kind (orchestration steps, activities,
+entity batches); work-item filters by name (and version) when the worker declares them.
+
+Between kinds, each stream takes turns: after handing out one kind it looks first at the
+next one. The reference backend always prefers orchestrations, then activities; with a
+backlog of activities that finish quickly (a thousand turns waiting on an instant model
+after a restart) that starves entity work, and in this app an entity write is what makes
+a reply visible, so no reply would show until every activity had run.
 
 Entity protocol: the reference always sends ``entityRequestV2`` (``EntityRequest``
 carrying history events). The protocol has no capability flag for it, so the rule here
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +56,8 @@ class StreamInfo:
     max_orchestrations: int = 0
     max_activities: int = 0
     max_entities: int = 0
+    # Which kind this stream looks at first next time (an index into _KINDS).
+    next_kind: int = 0
 
 
 def stream_info(stream_id: int, request: Any) -> StreamInfo:
@@ -98,16 +106,23 @@ def _entity_name(entity_id: str) -> str:
 
 
 def take(conn: sqlite3.Connection, leases: LeaseTable, stream: StreamInfo, now: float) -> Any:
-    """The next work item for this stream (leased to it), or None."""
+    """The next work item for this stream (leased to it), or None. Kinds take turns."""
     leases.expire(now)
-    item: Any = None
-    if _room(leases, stream, "orchestration", stream.max_orchestrations):
-        item = _orchestration(conn, leases, stream, now)
-    if item is None and _room(leases, stream, "activity", stream.max_activities):
-        item = _activity(conn, leases, stream, now)
-    if item is None and _room(leases, stream, "entity", stream.max_entities):
-        item = _entity(conn, leases, stream, now)
-    return item
+    limits = {
+        "orchestration": stream.max_orchestrations,
+        "activity": stream.max_activities,
+        "entity": stream.max_entities,
+    }
+    for offset in range(len(_KINDS)):
+        index = (stream.next_kind + offset) % len(_KINDS)
+        kind, find = _KINDS[index]
+        if not _room(leases, stream, kind, limits[kind]):
+            continue
+        item = find(conn, leases, stream, now)
+        if item is not None:
+            stream.next_kind = (index + 1) % len(_KINDS)
+            return item
+    return None
 
 
 def _room(leases: LeaseTable, stream: StreamInfo, kind: LeaseKind, limit: int) -> bool:
@@ -227,3 +242,10 @@ def _entity(conn: sqlite3.Connection, leases: LeaseTable, stream: StreamInfo, no
             ),
         )
     return None
+
+
+_KINDS: tuple[tuple[LeaseKind, Callable[[sqlite3.Connection, LeaseTable, StreamInfo, float], Any]], ...] = (
+    ("orchestration", _orchestration),
+    ("activity", _activity),
+    ("entity", _entity),
+)

@@ -294,3 +294,45 @@ def test_declared_concurrency_limits_outstanding_work(stub: Any) -> None:
         assert kinds == {"activityRequest", "orchestratorRequest"}
     finally:
         stream.close()
+
+
+def test_kinds_take_turns_so_no_backlog_starves_another(stub: Any) -> None:
+    """With a backlog of each kind, a stream is handed one of each in turn, not every
+    orchestration step first: entity writes (which make replies visible) are not held back
+    until a long queue of activities has run."""
+    scheduler = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="sched")])
+        ),
+    )
+    try:
+        start(stub, "turns-sched", name="sched")
+        step = scheduler.next()
+        schedule = [
+            pb.OrchestratorAction(id=i, scheduleTask=pb.ScheduleTaskAction(name="act")) for i in range(1, 6)
+        ]
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="turns-sched", completionToken=step.completionToken, actions=schedule
+            )
+        )
+        assert scheduler.empty_for(0.2)  # it may take neither the activities nor other steps
+    finally:
+        scheduler.close()
+    for i in range(5):
+        start(stub, f"turns-orch{i}")
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId=f"@ctr@turns{i}", name="add", requestId=f"r{i}"))
+    stream = RawStream(stub)
+    try:
+        kinds = [stream.next().WhichOneof("request") for _ in range(15)]
+    finally:
+        stream.close()
+    assert kinds[:3] == ["orchestratorRequest", "activityRequest", "entityRequestV2"]
+    assert (
+        kinds.count("orchestratorRequest")
+        == kinds.count("activityRequest")
+        == kinds.count("entityRequestV2")
+        == 5
+    )
+    assert kinds[3:6] == kinds[:3]
