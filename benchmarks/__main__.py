@@ -87,6 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--waiting", type=int, help="restart: turns in flight at the crash (default 1000; quick 20)"
     )
     parser.add_argument("--idle", type=int, help="idle: idle threads (default 10000; quick 200)")
+    parser.add_argument("--idle-runs", type=int, help="idle: runs (default: --runs); the longest section")
     parser.add_argument(
         "--idle-turns", type=int, help="idle: sequential turns each side (default 40; quick 20)"
     )
@@ -103,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (3.0 if quick else 10.0)
     args.long_turns = [int(n) for n in (args.long_turns or ("10,100" if quick else "10,100,1000")).split(",")]
     args.long_runs = args.long_runs or args.runs
+    args.idle_runs = args.idle_runs or args.runs
     args.waiting = args.waiting or (20 if quick else 1000)
     args.idle = args.idle or (200 if quick else 10000)
     args.idle_turns = args.idle_turns or (20 if quick else 40)
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                     "idle",
                     lambda: idle.idle(
                         idle=args.idle,
-                        runs=args.runs,
+                        runs=args.idle_runs,
                         turns=args.idle_turns,
                         clients=args.clients,
                         model=model,
