@@ -84,3 +84,72 @@ def test_callers_are_principals_or_the_last_forwarded_address() -> None:
     assert caller_key(None, {"x-forwarded-for": "6.6.6.6, 10.0.0.7"}) == "address:10.0.0.7"
     assert caller_key(None, {}) == "address:unknown"
     assert "oid-1" not in caller_digest("principal:oid-1") and len(caller_digest("x")) == 32
+
+
+def test_a_retry_time_is_whole_seconds_and_at_least_one() -> None:
+    assert RateLimitedError("slow down", retry_after=0.2).retry_after == 1
+    assert RateLimitedError("slow down", retry_after=1.0).retry_after == 1
+    assert RateLimitedError("slow down", retry_after=1.2).retry_after == 2
+
+
+def test_refusals_say_which_limit_and_what_to_do() -> None:
+    limiter = MessageRateLimiter(FakeClock())
+    limiter.admit("c", 1)
+    with pytest.raises(RateLimitedError) as message:
+        limiter.admit("c", 1)
+    assert str(message.value).endswith("RATE_LIMIT_MESSAGES_PER_MINUTE); wait before sending more.")
+    with pytest.raises(RateLimitedError) as threads:
+        check_threads({"threads": 1}, 1)
+    assert str(threads.value).endswith("delete one first.")
+    assert threads.value.retry_after == 3600
+    now = datetime(2026, 12, 3, 23, 0, tzinfo=UTC)
+    with pytest.raises(RateLimitedError) as tokens:
+        check_tokens({"day": "2026-12-03", "tokens": 1}, 1, now)
+    assert str(tokens.value).endswith("it resets at midnight UTC.")
+    assert tokens.value.retry_after == 3600
+
+
+def test_a_limit_of_one_is_a_limit_and_zero_is_none() -> None:
+    check_threads({"threads": 0}, 1)
+    check_threads(None, 1)
+    check_threads({}, 1)
+    check_threads({"threads": 5}, 0)
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    check_tokens({"day": "2026-12-03"}, 1, now)
+    check_tokens({"day": "2026-12-03", "tokens": 5}, 0, now)
+    with pytest.raises(RateLimitedError):
+        check_tokens({"day": "2026-12-03", "tokens": 1}, 1, now)
+
+
+def test_token_usage_needs_a_day_and_a_positive_whole_count() -> None:
+    start = {"threads": 2, "day": "2026-12-03", "tokens": 10}
+    for arg in (
+        None,
+        "30",
+        {"tokens": 30},
+        {"day": "", "tokens": 30},
+        {"day": "2026-12-03", "tokens": 0},
+        {"day": "2026-12-03", "tokens": -5},
+        {"day": "2026-12-03", "tokens": True},
+        {"day": "2026-12-03", "tokens": 2.5},
+    ):
+        assert apply_usage(start, "tokens", arg) == start, arg
+    assert apply_usage(start, "tokens", {"day": "2026-12-03", "tokens": 1})["tokens"] == 11
+
+
+def test_the_oldest_caller_is_forgotten_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.limits.MAX_TRACKED_CALLERS", 2)
+    limiter = MessageRateLimiter(FakeClock())
+    limiter.admit("a", 1)
+    limiter.admit("b", 1)
+    limiter.admit("c", 1)  # three callers: "a", the oldest, is forgotten
+    limiter.admit("a", 1)  # so "a" may send again
+    with pytest.raises(RateLimitedError):
+        limiter.admit("c", 1)  # "c" is still remembered
+    with pytest.raises(RateLimitedError):
+        limiter.admit("a", 1)
+
+
+def test_the_last_forwarded_hop_is_the_caller() -> None:
+    assert caller_key(None, {"X-Forwarded-For": "10.0.0.1, 10.0.0.2,  10.0.0.3 "}) == "address:10.0.0.3"
+    assert caller_key(None, {"x-forwarded-for": "10.0.0.1,10.0.0.2"}) == "address:10.0.0.2"

@@ -78,3 +78,31 @@ def test_events_encode_as_server_sent_events() -> None:
     events, _ = events_since(Cursor(), None, [entry(1, "system")])
     assert events[0].encode().startswith("id: 1.\nevent: entry\ndata: {")
     assert events[0].encode().endswith("\n\n")
+
+
+def test_a_state_event_carries_the_turn_the_time_and_the_message_being_answered() -> None:
+    answering = status("thinking", "T5", answering={"id": "m-7", "seq": 4})
+    events, _ = events_since(Cursor(3, ""), answering, [])
+    assert events[0].data == {"state": "thinking", "turn": 1, "updated_at": "T5", "message_id": "m-7"}
+
+
+def test_an_entry_event_keeps_the_status_the_client_had_seen() -> None:
+    """A client that reconnects after an entry event must not miss a state change."""
+    thinking = status("thinking", "T1")
+    _, seen = events_since(Cursor(), thinking, [entry(1, "system")])
+    events, _ = events_since(seen, thinking, [entry(1, "system"), entry(2, "user")])
+    assert [e.kind for e in events] == ["message"]
+    assert Cursor.parse(events[0].id) == Cursor(2, seen.status)
+
+
+def test_a_status_version_ignores_key_order_and_is_sixteen_hex_digits() -> None:
+    one = status("thinking", "T1", answering={"id": "m", "seq": 2})
+    other = status("thinking", "T1", answering={"seq": 2, "id": "m"})
+    assert status_version(one) == status_version(other)
+    assert len(status_version(one)) == 16
+    assert status_version(one) != status_version(status("idle", "T1"))
+
+
+def test_events_keep_text_as_written() -> None:
+    events, _ = events_since(Cursor(), None, [entry(1, "system") | {"content": "Grüße, 東京"}])
+    assert "Grüße, 東京" in events[0].encode()

@@ -21,6 +21,7 @@ import azure.durable_functions as df
 from durabletask.client import AsyncTaskHubGrpcClient
 from durabletask.internal import orchestrator_service_pb2 as pb
 
+from agent.contract import THREAD_ENTITY
 from agent.store import ThreadStore
 from agent.thread import ThreadConfig, ThreadState
 from devhost.app_index import IndexedFunction, index_functions
@@ -282,8 +283,14 @@ async def work_items_per_turn(turns: int) -> list[int]:
             state = await client.get_orchestration_state(thread_id)
             status = json.loads(state.serialized_custom_status or "{}") if state else {}
             done = status.get("turn") == turn and status.get("state") == "idle"
-            # The message index write is a one-way signal: it may land after the reply.
-            indexed = turn == 0 or (await ThreadStore(client).message(thread_id, f"m{turn}")).exists
+            # Writes are one-way signals: the start's (the root, the system entry) may land
+            # after the thread reports idle, the message index write after the reply.
+            store = ThreadStore(client)
+            if turn == 0:
+                root = await store.read(THREAD_ENTITY, thread_id)
+                indexed = root.exists and any(e["role"] == "system" for e in entries)
+            else:
+                indexed = (await store.message(thread_id, f"m{turn}")).exists
             return done and indexed and sum(1 for e in entries if e["role"] == "assistant") == turn
 
         await wait_for(lambda: idle_after(0))
