@@ -65,6 +65,10 @@ from http_api.shapes import (
 #: A waiter re-reads the thread after each one, so under load, when a turn takes seconds,
 #: short polls would cost more than the turn itself.
 LONG_POLL_MS = 10_000
+#: how long a history read waits for entries a settled (idle or failed) thread has counted
+#: but whose page write is still on the way, so a turn reported done is in the history
+HISTORY_CATCH_UP_MS = 5_000
+SETTLED_STATES = ("idle", "error")
 # What a reply lookup carries for the waiter's next long-poll; never returned to a caller.
 INTERNAL_KEYS = ("blob_seq", "after_seq", "next_seq", "instance_seen", "record_seen")
 
@@ -182,12 +186,45 @@ class ThreadService:
             return legacy_history.page(await self._legacy(thread_id), after=after, limit=limit)
         status = ThreadStatus.from_dict(parse_json(instance.serialized_custom_status))
         last_seq = status.last_seq if status else ThreadState.from_input(raw_input).next_seq - 1
+        deadline = time.monotonic() + HISTORY_CATCH_UP_MS / 1000
         async with backend_errors():
-            entries, cut = await self._store.entries(thread_id, after=after, limit=limit, last_seq=last_seq)
-            if not cut:
-                entries = await self._with_unwritten(thread_id, entries, status, after, after + limit)
+            while True:
+                entries, cut = await self._store.entries(
+                    thread_id, after=after, limit=limit, last_seq=last_seq
+                )
+                if not cut:
+                    entries = await self._with_unwritten(thread_id, entries, status, after, after + limit)
+                missing = int(entries[-1]["seq"]) + 1 if entries else after + 1
+                if (
+                    cut
+                    or status is None
+                    or status.state not in SETTLED_STATES
+                    or missing > min(last_seq, after + limit)
+                    or not await self._page_written(thread_id, missing, deadline)
+                ):
+                    break
         more = bool(entries) and (cut or int(entries[-1]["seq"]) < last_seq)
         return {"entries": entries, "next_after": entries[-1]["seq"] if more else None}
+
+    async def _page_written(self, thread_id: str, seq: int, deadline: float) -> bool:
+        """Wait (until `deadline`) for entry `seq` to reach its page: a settled thread has
+        counted it, and its write, a one-way signal, is on the way. True once it is there."""
+        key = child_key(thread_id, history.page_of(seq))
+        delay = 0.01
+        while True:
+            page = await self._store.read(PAGE_ENTITY, key)
+            if any(int(item["seq"]) >= seq for item in history.page_items(page.state)):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            started = time.monotonic()
+            changed = await self._store.read(
+                PAGE_ENTITY, key, wait_ms=max(1, int(remaining * 1000)), seen=page.modified
+            )
+            if changed.modified == page.modified:  # a backend that ignores the hint
+                await asyncio.sleep(max(0.0, min(delay - (time.monotonic() - started), remaining)))
+                delay = min(delay * 2, 0.2)
 
     async def _with_unwritten(
         self, thread_id: str, entries: list[dict[str, Any]], status: ThreadStatus | None, low: int, high: int

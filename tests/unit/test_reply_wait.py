@@ -217,3 +217,26 @@ async def _a_reply_stored_between_the_lookup_and_the_wait_is_not_waited_for() ->
         found = await service.wait_for_reply(THREAD, MESSAGE, seconds=600)
     assert found["status"] == "answered"
     assert not backend.after_read  # the write happened, after the lookup's read
+
+
+def test_history_read_after_a_turn_is_done_waits_for_its_reply_to_be_written() -> None:
+    asyncio.run(_history_read_after_a_turn_is_done_waits_for_its_reply_to_be_written())
+
+
+async def _history_read_after_a_turn_is_done_waits_for_its_reply_to_be_written() -> None:
+    """The thread reports idle (turn 1 counted, entries up to seq 2) before the one-way
+    write of its page lands: a history read then holds for that write instead of
+    returning the turn without its reply."""
+    backend = ScriptedBackend(finished_turn())
+    record = storage_rules.message_put(None, {"id": MESSAGE, "seq": 1, "digest": "d", "entry": USER})
+    await backend.put(MESSAGE_ENTITY, child_key(THREAD, MESSAGE), record)
+    service = ThreadService(cast(AsyncTaskHubGrpcClient, backend))
+    async with asyncio.timeout(30):
+        reader = asyncio.create_task(service.messages(THREAD, after=0, limit=50))
+        assert await _next_hold(backend) == [_entity_id(PAGE_ENTITY, child_key(THREAD, PAGE))]
+        await backend.put(
+            PAGE_ENTITY, child_key(THREAD, PAGE), history.page_append(None, PAGE, [USER, REPLY])
+        )
+        page = await reader
+    assert [e["seq"] for e in page["entries"]] == [1, 2]
+    assert page["next_after"] is None
