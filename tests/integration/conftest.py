@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
 from tests.fakes.model_server import FakeModelServer
-from tests.integration.harness import Api, DevhostProcess
+from tests.integration.harness import STARTED_LOGS, Api, DevhostProcess
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -30,6 +30,21 @@ def model_env(fake: FakeModelServer) -> dict[str, str]:
         "AZURE_OPENAI_DEPLOYMENT": "",
         "MODEL_PROVIDER": "",
     }
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report ends with the tail of each devhost log written while it ran:
+    the host's side of a 500 or a timeout, which is gone with the test's temporary folder."""
+    report = yield
+    if report.failed:
+        for path in STARTED_LOGS:
+            if path.exists() and path.stat().st_mtime >= call.start - 1:
+                tail = path.read_text(errors="replace").splitlines()[-80:]
+                report.sections.append((f"devhost log {path.name} (last 80 lines)", "\n".join(tail)))
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,10 @@ class Api:
         return self.request("DELETE", path)
 
 
+#: every devhost log written in this test session, newest last (see conftest's failure report)
+STARTED_LOGS: list[Path] = []
+
+
 class DevhostProcess:
     def __init__(
         self,
@@ -112,6 +116,8 @@ class DevhostProcess:
             command += ["--db", str(self.db_path)]
         command += self.extra_args
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        if self.log_path not in STARTED_LOGS:
+            STARTED_LOGS.append(self.log_path)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
