@@ -108,7 +108,13 @@ class ThreadStore:
             blobs = await asyncio.gather(
                 *(self.read(BLOB_ENTITY, child_key(thread_id, int(s["seq"]))) for s in stubs)
             )
-            full = {int(s["seq"]): b.state for s, b in zip(stubs, blobs, strict=True) if b.exists}
+            # A blob's row can exist before its state does (its write is queued): then the
+            # stub stays, and the entry reads as not written yet.
+            full = {
+                int(s["seq"]): b.state
+                for s, b in zip(stubs, blobs, strict=True)
+                if b.exists and isinstance(b.state, dict)
+            }
             items = [full.get(int(i["seq"]), i) if history.is_stub(i) else i for i in items]
         return items
 

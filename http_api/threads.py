@@ -345,7 +345,7 @@ class ThreadService:
             # what landed since the caller's read is seen here, what lands later wakes the wait.
             if "blob_seq" in found:
                 before = await self._store.read(BLOB_ENTITY, child_key(thread_id, found["blob_seq"]))
-                if before.exists:
+                if before.exists and before.state is not None:
                     return True
                 name, key = BLOB_ENTITY, child_key(thread_id, found["blob_seq"])
             else:

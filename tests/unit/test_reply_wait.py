@@ -25,7 +25,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from agent import history, storage_rules
-from agent.contract import MESSAGE_ENTITY, PAGE_ENTITY, THREAD_ORCHESTRATION, child_key
+from agent.contract import BLOB_ENTITY, MESSAGE_ENTITY, PAGE_ENTITY, THREAD_ORCHESTRATION, child_key
 from agent.store import SINCE_HEADER, WAIT_MS_HEADER, _entity_id
 from agent.thread import ThreadConfig, ThreadState, ThreadStatus
 from http_api import threads
@@ -240,3 +240,31 @@ async def _history_read_after_a_turn_is_done_waits_for_its_reply_to_be_written()
         page = await reader
     assert [e["seq"] for e in page["entries"]] == [1, 2]
     assert page["next_after"] is None
+
+
+def test_a_reply_whose_blob_is_queued_but_not_written_is_waited_for() -> None:
+    asyncio.run(_a_reply_whose_blob_is_queued_but_not_written_is_waited_for())
+
+
+async def _a_reply_whose_blob_is_queued_but_not_written_is_waited_for() -> None:
+    """A large reply is a stub on its page plus a blob. The page can be written first, and
+    the blob's row can exist before its state (a hub creates it when the write is queued):
+    the reply is then not readable yet, and the waiter waits for the blob's state."""
+    backend = ScriptedBackend(finished_turn())
+    record = storage_rules.message_put(None, {"id": MESSAGE, "seq": 1, "digest": "d", "entry": USER})
+    await backend.put(MESSAGE_ENTITY, child_key(THREAD, MESSAGE), record)
+    large = REPLY | {"content": "long " * 4000}
+    blob = child_key(THREAD, 2)
+    await backend.put(
+        PAGE_ENTITY, child_key(THREAD, PAGE), history.page_append(None, PAGE, [USER, history.stub_for(large)])
+    )
+    await backend.put(BLOB_ENTITY, blob, None)
+    service = ThreadService(cast(AsyncTaskHubGrpcClient, backend))
+    async with asyncio.timeout(30):
+        waiter = asyncio.create_task(service.wait_for_reply(THREAD, MESSAGE, seconds=600))
+        assert await _next_hold(backend) == [_entity_id(BLOB_ENTITY, blob)]
+        assert (await service.reply(THREAD, MESSAGE))["status"] == "answering"
+        await backend.put(BLOB_ENTITY, blob, large)
+        found = await waiter
+    assert found["status"] == "answered"
+    assert found["reply"]["content"] == large["content"]
