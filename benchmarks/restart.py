@@ -2,8 +2,9 @@
 
 Setup, on a first devhost: N threads, created by 16 concurrent clients, and a wait until
 every thread has started and devhost is quiet; the fake model is then told to hang (every
-chat request waits 15 minutes before answering), and the app's model timeout is raised to its maximum so no turn gives up while the setup runs; then each thread
-gets one message (16 concurrent clients). The setup is complete once every message reports
+chat request waits 15 minutes before answering), and the app's model timeout is raised
+to its maximum so no turn gives up while the setup runs; then each thread gets one
+message (16 concurrent clients). The setup is complete once every message reports
 `answering` (GET /api/threads/{id}/messages/{mid}): the orchestration has taken it and, in
 the same step, scheduled its `call_model` activity. devhost runs 16 activities at a time,
 so 16 turns are then waiting on the model itself and the rest on an activity slot. devhost
