@@ -129,6 +129,7 @@ def test_token_usage_needs_a_day_and_a_positive_whole_count() -> None:
         {"tokens": 30},
         {"day": "", "tokens": 30},
         {"day": "2026-12-03", "tokens": 0},
+        {"day": "2026-12-04", "tokens": 0},  # no tokens: not even a new day starts
         {"day": "2026-12-03", "tokens": -5},
         {"day": "2026-12-03", "tokens": True},
         {"day": "2026-12-03", "tokens": 2.5},
