@@ -334,7 +334,9 @@ def test_pending_approvals_are_shown_and_decided_in_the_browser(
     expect(first.locator("pre")).to_contain_text(XSS)
     first.get_by_role("button", name="Approve").click()
     page.locator("#approvals li[data-call-id='call/2']").get_by_role("button", name="Deny").click()
-    wait_until(lambda: len(decisions) == 2, timeout=10, what="both decisions")
+    # Sync Playwright runs route handlers only inside its own calls, so the wait must
+    # hand it control (a plain sleep would starve `decide` when the click returns first).
+    wait_until(lambda: page.wait_for_timeout(50) or len(decisions) == 2, timeout=10, what="both decisions")
     base = f"{devhost.api.base_url}/api/threads/{thread_id}/approvals/"
     assert decisions == [(base + "call-1", {"approve": True}), (base + "call%2F2", {"approve": False})]
     assert page.locator("#approvals b, #approvals script").count() == 0
