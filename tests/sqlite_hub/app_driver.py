@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import pathlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import azure.durable_functions as df
@@ -40,9 +41,19 @@ def notes(context: df.DurableEntityContext) -> None:
     context.set_result(context.get_state(list))
 
 
+@dataclass(frozen=True)
+class AppBackend:
+    client: TaskHubGrpcClient
+    is_sqlite: bool
+    #: the backend's gRPC address, for clients of the test's own (an async one)
+    address: str
+
+
 @contextlib.contextmanager
-def app_backend(kind: str, directory: pathlib.Path) -> Iterator[tuple[TaskHubGrpcClient, bool]]:
-    """A backend whose only worker is devhost's driver running the app's entities."""
+def app_backend(
+    kind: str, directory: pathlib.Path, blueprints: Sequence[df.Blueprint] = (notes_app,)
+) -> Iterator[AppBackend]:
+    """A backend whose only worker is devhost's driver running `blueprints`' functions."""
     sidecar: SqliteSidecar | None = None
     backend: Any = None
     if kind == "sqlite":
@@ -54,7 +65,8 @@ def app_backend(kind: str, directory: pathlib.Path) -> Iterator[tuple[TaskHubGrp
         backend = create_test_backend(port=port)
         address = f"127.0.0.1:{port}"
     app = df.DFApp()
-    app.register_functions(notes_app)
+    for blueprint in blueprints:
+        app.register_functions(blueprint)
     invoker = Invoker("{}", str(directory))
     driver = WorkItemDriver(address, index_functions(app), invoker)
     loop = asyncio.new_event_loop()
@@ -65,7 +77,7 @@ def app_backend(kind: str, directory: pathlib.Path) -> Iterator[tuple[TaskHubGrp
     )
     client = TaskHubGrpcClient(host_address=address, channel_options=big)
     try:
-        yield client, sidecar is not None
+        yield AppBackend(client, sidecar is not None, address)
     finally:
         client.close()
         asyncio.run_coroutine_threadsafe(driver.stop(grace=5), loop).result(timeout=15)

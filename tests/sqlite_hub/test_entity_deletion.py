@@ -92,7 +92,8 @@ def test_clean_entity_storage(isolated_env: Env) -> None:
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_app_entity_that_deletes_itself_is_gone(kind: str, tmp_path: pathlib.Path) -> None:
-    with app_backend(kind, tmp_path) as (client, is_sqlite):
+    with app_backend(kind, tmp_path) as backend:
+        client, is_sqlite = backend.client, backend.is_sqlite
         eid = EntityInstanceId("notes", "to-delete")
         client.signal_entity(eid, "add", "first")
         eventually(lambda: (m := client.get_entity(eid)) is not None and bool(m._state))

@@ -88,3 +88,43 @@ def test_the_final_reply_is_the_newest_non_tool_answer_to_the_message() -> None:
     reply = history.final_reply(entries, "q")
     assert reply is not None and reply["seq"] == 6
     assert history.final_reply(entries[:3], "q") is None
+
+
+def test_a_request_starting_at_a_page_boundary_reads_from_the_next_page() -> None:
+    assert history.pages_for(after=31, limit=1, last_seq=1000) == [0]
+    assert history.pages_for(after=32, limit=1, last_seq=1000) == [1]
+
+
+def test_the_inline_limit_is_a_fortieth_of_the_cap() -> None:
+    assert history.inline_limit(40 * 1000) == 1000
+    assert history.inline_limit(41 * 1000 - 1) == 1024  # not 41 * 1000 // 41
+
+
+def test_an_entry_exactly_at_the_inline_limit_stays_on_the_page() -> None:
+    cap = 40 * 2000
+    base = entry(3, content="")
+    exact = entry(3, content="x" * (history.inline_limit(cap) - encoded_size(base)))
+    assert encoded_size(exact) == history.inline_limit(cap)
+    items, blobs = history.split_for_storage([exact], cap)
+    assert items == [exact] and blobs == []
+
+
+def test_a_stub_records_the_blob_size_and_is_recognised_only_without_content() -> None:
+    big = entry(4, content="y" * 500)
+    stub = history.stub_for(big)
+    assert stub["blob"] == encoded_size(big) and "content" not in stub
+    assert history.is_stub(stub)
+    assert not history.is_stub(big)
+    assert not history.is_stub({**big, "blob": 3})  # content present: not a stub
+    assert not history.is_stub({"seq": 4})
+
+
+def test_only_an_assistant_entry_replying_to_the_message_ends_its_turn() -> None:
+    entries = [
+        entry(2, "user", id="m1"),
+        entry(3, "tool", reply_to="m1"),  # a tool result carries reply_to but is no reply
+        entry(4, "assistant", reply_to="m2"),
+    ]
+    assert history.final_reply(entries, "m1") is None
+    failed = entry(5, "assistant", reply_to="m1", tool_calls=[{"id": "c"}], error={"code": "x"})
+    assert history.final_reply([*entries, failed], "m1") == failed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent import legacy_history as history
@@ -36,18 +38,28 @@ def test_append_same_id_twice_is_a_duplicate_and_changes_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        {"role": "user", "content": "x", "created_at": T0},
-        {"id": "", "role": "user", "content": "x", "created_at": T0},
-        {"id": "a", "role": "robot", "content": "x", "created_at": T0},
-        {"id": "a", "role": "user", "content": 5, "created_at": T0},
-        {"id": "a", "role": "user", "content": "x"},
+        ({"role": "user", "content": "x", "created_at": T0}, "history entry needs a non-empty string 'id'"),
+        (
+            {"id": "", "role": "user", "content": "x", "created_at": T0},
+            "history entry needs a non-empty string",
+        ),
+        ({"id": "a", "role": "robot", "content": "x", "created_at": T0}, "history entry role must be one of"),
+        (
+            {"id": "a", "role": "user", "content": 5, "created_at": T0},
+            "history entry 'content' must be a string",
+        ),
+        (
+            {"id": "a", "role": "user", "content": "x"},
+            "history entry needs 'created_at' as an ISO 8601 string",
+        ),
     ],
 )
-def test_append_rejects_malformed_entries(bad: dict[str, object]) -> None:
-    with pytest.raises(InvalidInputError):
+def test_append_rejects_malformed_entries(bad: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError) as refused:
         history.append(history.HistoryState(), bad)
+    assert str(refused.value).startswith(message)
 
 
 def test_append_keeps_reply_fields_and_drops_unknown_ones() -> None:
@@ -81,10 +93,32 @@ def test_page_after_the_end_is_empty() -> None:
     assert history.page(build(entry("a")), after=5, limit=10) == {"entries": [], "next_after": None}
 
 
-@pytest.mark.parametrize(("after", "limit"), [(-1, 10), (0, 0), (0, history.MAX_PAGE_SIZE + 1)])
-def test_page_rejects_bad_bounds(after: int, limit: int) -> None:
-    with pytest.raises(InvalidInputError):
+@pytest.mark.parametrize(
+    ("after", "limit", "message"),
+    [
+        (-1, 10, "'after' must be 0 or a positive sequence number"),
+        (0, 0, "'limit' must be between 1 and 200"),
+        (0, history.MAX_PAGE_SIZE + 1, "'limit' must be between 1 and 200"),
+    ],
+)
+def test_page_rejects_bad_bounds(after: int, limit: int, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
         history.page(build(entry("a")), after=after, limit=limit)
+
+
+def test_page_limits_are_inclusive_and_default_to_the_first_50() -> None:
+    state = build(*(entry(f"m{i}") for i in range(history.MAX_PAGE_SIZE + 1)))
+    assert [e["seq"] for e in history.page(state, after=0, limit=1)["entries"]] == [1]
+    assert len(history.page(state, after=0, limit=history.MAX_PAGE_SIZE)["entries"]) == history.MAX_PAGE_SIZE
+    default = history.page(state)
+    assert [e["seq"] for e in default["entries"]] == list(range(1, 51))
+    assert default["next_after"] == 50
+
+
+def test_a_page_that_reaches_the_last_entry_says_nothing_follows() -> None:
+    state = build(*(entry(f"m{i}") for i in range(6)))
+    assert history.page(state, after=3, limit=3) == {"entries": list(state.entries[3:]), "next_after": None}
+    assert history.page(state, after=2, limit=3)["next_after"] == 5
 
 
 def test_window_keeps_system_prompt_and_drops_oldest_first() -> None:
@@ -179,3 +213,37 @@ def test_the_entity_exports_through_its_operation() -> None:
     state = build(entry("a"), entry("b"))
     same, result = apply_operation(state, "export", {"after": 1})
     assert same is state and [e["id"] for e in result["entries"]] == ["b"]
+
+
+def test_append_keeps_the_thread_creation_time() -> None:
+    state = history.init(history.HistoryState(), system_prompt="", metadata={}, created_at=T0)
+    assert state.created_at == T0 and state.entries == ()
+    appended, _ = history.append(state, entry("a"))
+    assert appended.created_at == T0
+
+
+def test_init_once_started_even_without_entries_changes_nothing() -> None:
+    started = history.init(history.HistoryState(), system_prompt="", metadata={"k": 1}, created_at=T0)
+    assert history.init(started, system_prompt="Late", metadata={}, created_at="later") is started
+
+
+def test_the_system_prompt_entry_has_the_id_system() -> None:
+    state = history.init(history.HistoryState(), system_prompt="Be brief.", metadata={}, created_at=T0)
+    assert state.entries[0]["id"] == "system" and state.entries[0]["created_at"] == T0
+
+
+def test_export_fills_the_chunk_up_to_exactly_its_size() -> None:
+    state = build(entry("a"), entry("b"), entry("c"))
+    size = len(json.dumps(state.entries[0]))
+    assert [e["seq"] for e in history.export(state, after=0, max_bytes=2 * size)["entries"]] == [1, 2]
+    assert [e["seq"] for e in history.export(state, after=0, max_bytes=2 * size - 1)["entries"]] == [1]
+
+
+@pytest.mark.parametrize("budget", [0, -5])
+def test_a_window_budget_must_be_positive(budget: int) -> None:
+    with pytest.raises(InvalidInputError, match="'budget_bytes' must be positive"):
+        history.window(build(entry("a")), budget_bytes=budget)
+
+
+def test_a_window_of_one_byte_still_holds_the_newest_message() -> None:
+    assert [m.content for m in history.window(build(entry("a"), entry("b")), budget_bytes=1)] == ["hi"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from agent import storage_rules
@@ -58,3 +60,101 @@ def test_a_blob_is_written_once() -> None:
     blob = storage_rules.blob_put(None, ENTRY)
     assert blob == ENTRY
     assert storage_rules.blob_put(blob, {**ENTRY, "content": "changed"}) == ENTRY
+
+
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        (lambda: storage_rules.root_init(None, "x"), "thread init needs an object"),
+        (lambda: storage_rules.root_add_note(None, "x"), "add_note needs an object"),
+        (lambda: storage_rules.page_append(None, 0, "x"), "page append needs an object"),
+        (lambda: storage_rules.blob_put(None, "x"), "blob put needs an object"),
+        (lambda: storage_rules.message_put(None, "x"), "message put needs an object"),
+        (
+            lambda: storage_rules.message_put(None, {"id": "m1", "seq": 2, "digest": "d", "entry": "x"}),
+            "message entry needs an object",
+        ),
+    ],
+)
+def test_input_that_is_not_an_object_is_refused_naming_the_operation(
+    call: Callable[[], object], what: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=what):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"id": 5, "seq": 2, "digest": "d"}, "needs the message 'id'"),
+        ({"id": "m1", "seq": True, "digest": "d"}, r"needs 'seq' \(a positive integer\) and 'digest'"),
+        ({"id": "m1", "seq": "2", "digest": "d"}, "needs 'seq'"),
+        ({"id": "m1", "seq": 2, "digest": 5}, "needs 'seq'"),
+    ],
+)
+def test_a_malformed_message_record_says_what_is_missing(bad: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        storage_rules.message_put(None, {**bad, "entry": ENTRY})  # type: ignore[dict-item]
+
+
+def test_a_message_at_seq_1_is_accepted() -> None:
+    entry = {**ENTRY, "seq": 1}
+    assert storage_rules.message_put(None, {"id": "m1", "seq": 1, "digest": "d", "entry": entry})["seq"] == 1
+
+
+def test_retries_keep_the_highest_attempt_and_the_newest_reply_after_the_message() -> None:
+    record = storage_rules.message_put(
+        None, {"id": "m1", "seq": 4, "digest": "d", "entry": {**ENTRY, "seq": 4}}
+    )
+    put = {"id": "m1", "seq": 4, "digest": "d"}
+    assert storage_rules.message_put(record, put)["attempts"] == 1  # a redelivered first put
+    assert "reply_seq" not in storage_rules.message_put(record, {**put, "reply_seq": 4})  # not after it
+    assert "reply_seq" not in storage_rules.message_put(record, {**put, "reply_seq": True})
+    replied = storage_rules.message_put(record, {**put, "reply_seq": 5})
+    assert replied["reply_seq"] == 5
+    third = storage_rules.message_put(replied, {**put, "attempt": 3, "reply_seq": 9})
+    assert (third["attempts"], third["reply_seq"]) == (3, 9)
+    late = storage_rules.message_put(third, {**put, "attempt": 2, "reply_seq": 7})  # an older retry, late
+    assert (late["attempts"], late["reply_seq"]) == (3, 9)
+
+
+def test_a_page_append_needs_a_list_of_objects() -> None:
+    for bad in ({"entries": "x"}, {"entries": [ENTRY, "x"]}, {}):
+        with pytest.raises(InvalidInputError, match="page append needs 'entries', a list of objects"):
+            storage_rules.page_append(None, 0, bad)
+
+
+def test_a_root_starts_empty_when_init_names_nothing() -> None:
+    assert storage_rules.root_init(None, {}) == {"created_at": "", "agent": "", "notes": []}
+
+
+def test_a_note_on_a_thread_without_root_starts_one_and_keeps_its_fields() -> None:
+    state, result = storage_rules.root_add_note(None, {"id": "c1", "text": "remember", "created_at": "t1"})
+    assert result == {"saved": True, "count": 1}
+    assert state == {
+        "created_at": "",
+        "agent": "",
+        "notes": [{"id": "c1", "text": "remember", "created_at": "t1"}],
+    }
+    state, _ = storage_rules.root_add_note(state, {"id": "c2", "text": "undated"})
+    assert state["notes"][1] == {"id": "c2", "text": "undated", "created_at": ""}
+
+
+@pytest.mark.parametrize("bad", [{"id": "", "text": "t"}, {"id": "c", "text": 5}, {"id": 5, "text": "t"}])
+def test_a_note_needs_a_string_id_and_text(bad: object) -> None:
+    with pytest.raises(InvalidInputError, match="a note needs a string 'id' and 'text'"):
+        storage_rules.root_add_note(None, bad)
+
+
+def test_notes_fill_up_to_exactly_the_limits() -> None:
+    state, result = storage_rules.root_add_note(
+        None, {"id": "c0", "text": "x" * storage_rules.MAX_NOTE_BYTES}
+    )
+    assert result["saved"] is True
+    _, refused = storage_rules.root_add_note(
+        state, {"id": "big", "text": "x" * (storage_rules.MAX_NOTE_BYTES + 1)}
+    )
+    assert refused == {"saved": False, "reason": f"a note holds at most {storage_rules.MAX_NOTE_BYTES} bytes"}
+    for i in range(1, storage_rules.MAX_NOTES):
+        state, result = storage_rules.root_add_note(state, {"id": f"c{i}", "text": "t"})
+    assert result == {"saved": True, "count": storage_rules.MAX_NOTES}

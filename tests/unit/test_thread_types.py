@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import asdict
+
 import pytest
 
 from agent.errors import (
@@ -21,6 +24,7 @@ from agent.thread import (
     ThreadStatus,
     UserMessage,
     check_id,
+    content_digest,
 )
 from agent.window import ContextWindow
 
@@ -162,3 +166,103 @@ def test_error_for_failure_recovers_code_and_retryability(
 def test_public_messages_name_no_endpoint(detail: str, leaked: str) -> None:
     text = public_message(detail)
     assert leaked not in text and "the model endpoint" in text
+
+
+def test_every_config_field_survives_the_round_trip() -> None:
+    config = ThreadConfig(
+        created_at="2026-01-02T03:04:05Z",
+        system_prompt="Be brief.",
+        agent="planner",
+        context_window_bytes=1234,
+        payload_cap_bytes=99_999,
+        metadata={"team": "ops"},
+        owner="user-1",
+        max_tool_rounds=3,
+        approval_timeout_seconds=60.5,
+        caller="c-digest",
+        count_tokens=True,
+    )
+    assert ThreadConfig.from_dict(asdict(config)) == config
+
+
+@pytest.mark.parametrize("data", [None, "config", 5, [], {}])
+def test_a_missing_config_reads_as_the_defaults(data: object) -> None:
+    config = ThreadConfig.from_dict(data)
+    assert config == ThreadConfig()
+    assert (config.system_prompt, config.agent, config.context_window_bytes) == ("", "assistant", 48_000)
+    assert (config.payload_cap_bytes, config.max_tool_rounds) == (256 * 1024, 8)
+    assert (config.approval_timeout_seconds, config.count_tokens) == (86_400.0, False)
+
+
+def test_config_fields_of_the_wrong_type_are_dropped() -> None:
+    config = ThreadConfig.from_dict(
+        {"created_at": 5, "owner": ["o"], "caller": 7, "count_tokens": "yes", "agent": ""}
+    )
+    assert (config.created_at, config.owner, config.caller) == (None, None, None)
+    assert config.count_tokens is False
+    assert config.agent == "assistant"
+
+
+def test_state_of_the_current_schema_with_nothing_set_is_the_default() -> None:
+    assert ThreadState.from_input({"schema": ThreadState().to_dict()["schema"]}) == ThreadState()
+
+
+def test_state_generation_and_bad_fields_are_read_carefully() -> None:
+    data = ThreadState(generation=7, turn=2).to_dict()
+    data["recent"] = [["m1", "d1", 2], ["only", "two"], "junk", ("m3", "d3", 5)]
+    data["last_state"] = "dreaming"
+    state = ThreadState.from_input(data)
+    assert state.generation == 7
+    assert state.recent == (("m1", "d1", 2), ("m3", "d3", 5))
+    assert state.last_state == "idle"
+
+
+def test_every_status_field_survives_the_round_trip() -> None:
+    status = ThreadStatus(
+        state="awaiting_approval",
+        turn=4,
+        message_count=7,
+        last_seq=12,
+        updated_at="2026-01-02T03:04:05Z",
+        agent="planner",
+        last_message_id="m-4",
+        answering={"id": "m-4", "seq": 11},
+        last_turn={"id": "m-3", "seq": 8},
+        tools=("book_table", "send_email"),
+        pending_approvals=({"call_id": "c1", "tool": "book_table", "arguments": {"seats": 2}},),
+        generation=3,
+    )
+    data = status.to_dict()
+    assert set(data) == {
+        "state", "turn", "message_count", "last_seq", "updated_at", "agent", "last_message_id",
+        "answering", "last_turn", "tools", "pending_approvals", "generation",
+    }  # fmt: skip
+    assert data["tools"] == ["book_table", "send_email"]
+    assert data["pending_approvals"] == [{"call_id": "c1", "tool": "book_table", "arguments": {"seats": 2}}]
+    assert ThreadStatus.from_dict(data) == status
+
+
+def test_a_status_with_only_its_marker_reads_as_defaults_and_drops_bad_fields() -> None:
+    assert ThreadStatus.from_dict({"last_seq": 0}) == ThreadStatus(
+        state="idle", turn=0, message_count=0, last_seq=0, updated_at="", agent="assistant"
+    )
+    status = ThreadStatus.from_dict(
+        {
+            "last_seq": 3,
+            "state": "dreaming",
+            "answering": "m-1",
+            "last_turn": ["m-1"],
+            "tools": [1, "t"],
+            "pending_approvals": [{"call_id": "c"}, "junk"],
+        }
+    )
+    assert status is not None
+    assert (status.state, status.answering, status.last_turn) == ("idle", None, None)
+    assert status.tools == ("1", "t")
+    assert status.pending_approvals == ({"call_id": "c"},)
+
+
+def test_content_digest_is_32_hex_characters_of_the_utf8_sha256() -> None:
+    digest = content_digest("héllo")
+    assert digest == hashlib.sha256("héllo".encode()).hexdigest()[:32]
+    assert len(digest) == 32

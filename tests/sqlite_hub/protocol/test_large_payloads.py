@@ -101,7 +101,8 @@ def test_five_megabyte_entity_state(big_stub: Any) -> None:
 
 def test_five_megabyte_entity_state_through_devhosts_work_item_driver(tmp_path: pathlib.Path) -> None:
     """The app's path: devhost's driver receives the 5 MB operation and sends the 5 MB state."""
-    with app_backend("sqlite", tmp_path) as (client, _):
+    with app_backend("sqlite", tmp_path) as backend:
+        client = backend.client
         eid = EntityInstanceId("notes", "big")
         client.signal_entity(eid, "add", "z" * (5 * 1024 * 1024))
         deadline = time.monotonic() + 60
