@@ -264,7 +264,8 @@ def run_module(
         return result
     log = dest / "mutmut.log"
     print(f"==> {name}: {len(files)} file(s), tests {' '.join(module['tests'])} (log: {log})", flush=True)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    extra_env = {name: str(value) for name, value in module.get("env", {}).items()}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **extra_env}
     with log.open("wb") as out:
         code = subprocess.run(
             ["nice", "-n", "10", str(MUTMUT), "run", "--max-children", str(workers)],

@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.harness import STARTED_LOGS, Api, DevhostProcess
+from tests.integration.in_process import new_devhost
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -67,7 +68,7 @@ def devhost(
 ) -> Iterator[DevhostProcess]:
     backend = str(request.param)
     folder = tmp_path_factory.mktemp(f"devhost-{backend}")
-    host = DevhostProcess(
+    host = new_devhost(
         folder / "devhost.log",
         backend=backend,
         db_path=folder / "taskhub.db" if backend == "sqlite" else None,

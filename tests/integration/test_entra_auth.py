@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
 from tests.integration.harness import Api, DevhostProcess
+from tests.integration.in_process import new_devhost
 from tests.unit.test_auth import AUDIENCE, CLIENT_ID, TENANT, JwksServer, jwk, new_key, token
 
 
@@ -52,7 +53,7 @@ def entra_host(fake_model: FakeModelServer, tmp_path_factory: pytest.TempPathFac
     jwks = JwksServer(keys=[jwk(key, "key-1")]).start()
     folder: Path = tmp_path_factory.mktemp("entra")
     env = {**model_env(fake_model), **entra_env(jwks)}
-    host = DevhostProcess(folder / "devhost.log", backend="memory", env=env).start()
+    host = new_devhost(folder / "devhost.log", backend="memory", env=env).start()
     try:
         yield EntraHost(host, jwks, key)
     finally:

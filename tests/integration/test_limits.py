@@ -9,7 +9,8 @@ import pytest
 from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env
-from tests.integration.harness import Api, DevhostProcess, wait_until
+from tests.integration.harness import Api, wait_until
+from tests.integration.in_process import new_devhost
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def limited(fake_model: FakeModelServer, tmp_path_factory: pytest.TempPathFactor
         "RATE_LIMIT_TOKENS_PER_DAY": "1000",
         "TRUST_CLIENT_PRINCIPAL_HEADER": "true",
     }
-    host = DevhostProcess(folder / "devhost.log", backend="memory", env=env).start()
+    host = new_devhost(folder / "devhost.log", backend="memory", env=env).start()
     yield host.api
     assert host.stop() == 0, host.log()
 

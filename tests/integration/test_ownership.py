@@ -10,6 +10,7 @@ import pytest
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
 from tests.integration.harness import DevhostProcess
+from tests.integration.in_process import new_devhost
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def guarded(
 ) -> Iterator[DevhostProcess]:
     folder = tmp_path_factory.mktemp("owned")
     env = {**model_env(fake_model), "TRUST_CLIENT_PRINCIPAL_HEADER": "true"}
-    host = DevhostProcess(folder / "devhost.log", backend="memory", env=env).start()
+    host = new_devhost(folder / "devhost.log", backend="memory", env=env).start()
     yield host
     assert host.stop() == 0
 

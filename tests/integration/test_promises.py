@@ -12,7 +12,8 @@ import pytest
 from agent.thread import RECENT_IDS_KEPT
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
-from tests.integration.harness import Api, DevhostProcess, wait_until
+from tests.integration.harness import Api, wait_until
+from tests.integration.in_process import new_devhost
 
 
 def test_a_message_id_is_answered_once_even_long_after_the_recent_window(
@@ -80,7 +81,7 @@ def test_without_a_model_turns_record_errors_naming_the_settings(
     fake_model: FakeModelServer, tmp_path: Path
 ) -> None:
     env = {**model_env(fake_model), "OPENAI_BASE_URL": "", "OPENAI_MODEL": "", "OPENAI_API_KEY": ""}
-    host = DevhostProcess(tmp_path / "devhost.log", backend="memory", env=env)
+    host = new_devhost(tmp_path / "devhost.log", backend="memory", env=env)
     host.extra_args = ["--no-local-model"]
     host.start()
     try:
@@ -144,7 +145,7 @@ def test_a_bad_setting_stops_devhost_with_one_line(fake_model: FakeModelServer, 
 def test_the_durability_flag_reaches_the_sqlite_hub(
     fake_model: FakeModelServer, tmp_path: Path, durability: str
 ) -> None:
-    host = DevhostProcess(
+    host = new_devhost(
         tmp_path / "devhost.log", backend="sqlite", db_path=tmp_path / "t.db", env=model_env(fake_model)
     )
     host.extra_args = ["--durability", durability]
