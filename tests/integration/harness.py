@@ -84,6 +84,10 @@ class Api:
         return self.request("DELETE", path)
 
 
+class PortTakenError(RuntimeError):
+    """devhost could not bind its port: another process holds it."""
+
+
 #: every devhost log written in this test session, newest last (see conftest's failure report)
 STARTED_LOGS: list[Path] = []
 
@@ -100,6 +104,8 @@ class DevhostProcess:
         port: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        #: a port picked here may be taken by another process before devhost binds it
+        self._port_is_ours = port is None
         self.log_path = log_path
         self.backend = backend
         self.db_path = db_path
@@ -110,6 +116,19 @@ class DevhostProcess:
         self.api = Api(f"http://127.0.0.1:{self.port}")
 
     def start(self, timeout: float = 30.0) -> DevhostProcess:
+        """Start devhost and wait until it is ready. A port this harness picked that another
+        process took meanwhile (free_port cannot reserve it) is replaced by a new one."""
+        for _ in range(5):
+            try:
+                return self._start(timeout)
+            except PortTakenError:
+                if not self._port_is_ours:
+                    raise
+                self.port = free_port()
+                self.api = Api(f"http://127.0.0.1:{self.port}")
+        raise RuntimeError(f"no free port for devhost after 5 tries:\n{self.log()}")
+
+    def _start(self, timeout: float) -> DevhostProcess:
         command = [sys.executable, "-m", "devhost", "--app", str(self.app_dir), "--port", str(self.port)]
         command += ["--backend", self.backend]
         if self.db_path is not None:
@@ -124,6 +143,8 @@ class DevhostProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "is already in use" in self.log()[offset:]:
+                    raise PortTakenError(self.port)
                 raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.log()}")
             if "devhost ready on" in self.log()[offset:]:
                 return self

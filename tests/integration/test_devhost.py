@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import harness
 from tests.integration.harness import Api, DevhostProcess, wait_until
 
 SAMPLE = Path(__file__).parent / "sample_app"
@@ -121,6 +122,22 @@ def test_sigterm_also_shuts_down_cleanly(tmp_path: Path) -> None:
     assert host.process.wait(20) == 0
     assert "devhost stopped" in host.log()
     assert "Traceback" not in host.log()
+
+
+def test_the_harness_moves_to_another_port_when_its_pick_was_taken(
+    sample: DevhostProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free_port cannot reserve a port: with two suites at once, another process can bind it
+    first. The harness then starts devhost on a new port instead of failing the test."""
+    picks = iter([sample.port, harness.free_port()])  # the first pick is taken
+    monkeypatch.setattr(harness, "free_port", lambda: next(picks))
+    host = DevhostProcess(tmp_path / "log.txt", backend="memory", app_dir=SAMPLE).start(timeout=20)
+    try:
+        assert "already in use" in host.log()
+        assert host.port != sample.port
+        assert host.api.get("/v1/setting").status == 200
+    finally:
+        assert host.stop() == 0
 
 
 def test_port_in_use_is_reported(sample: DevhostProcess, tmp_path: Path) -> None:
