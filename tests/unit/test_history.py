@@ -128,3 +128,25 @@ def test_only_an_assistant_entry_replying_to_the_message_ends_its_turn() -> None
     assert history.final_reply(entries, "m1") is None
     failed = entry(5, "assistant", reply_to="m1", tool_calls=[{"id": "c"}], error={"code": "x"})
     assert history.final_reply([*entries, failed], "m1") == failed
+
+
+def test_an_entry_repeated_within_one_append_is_stored_once() -> None:
+    assert history.page_append(None, 0, [entry(2), entry(2, content="again")]) == {"entries": [entry(2)]}
+
+
+@pytest.mark.parametrize(
+    ("after", "limit", "message"),
+    [
+        (-1, 10, r"^'after' must be 0 or a positive sequence number$"),
+        (0, 0, r"^'limit' must be between 1 and 200$"),
+        (0, history.MAX_PAGE_SIZE + 1, r"^'limit' must be between 1 and 200$"),
+    ],
+)
+def test_a_page_request_out_of_bounds_is_refused(after: int, limit: int, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        history.check_page_request(after, limit)
+
+
+@pytest.mark.parametrize(("after", "limit"), [(0, 1), (0, history.MAX_PAGE_SIZE), (7, 50)])
+def test_page_requests_within_bounds_pass(after: int, limit: int) -> None:
+    history.check_page_request(after, limit)

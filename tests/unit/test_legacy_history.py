@@ -96,9 +96,9 @@ def test_page_after_the_end_is_empty() -> None:
 @pytest.mark.parametrize(
     ("after", "limit", "message"),
     [
-        (-1, 10, "'after' must be 0 or a positive sequence number"),
-        (0, 0, "'limit' must be between 1 and 200"),
-        (0, history.MAX_PAGE_SIZE + 1, "'limit' must be between 1 and 200"),
+        (-1, 10, "^'after' must be 0 or a positive sequence number$"),
+        (0, 0, "^'limit' must be between 1 and 200$"),
+        (0, history.MAX_PAGE_SIZE + 1, "^'limit' must be between 1 and 200$"),
     ],
 )
 def test_page_rejects_bad_bounds(after: int, limit: int, message: str) -> None:
@@ -241,7 +241,7 @@ def test_export_fills_the_chunk_up_to_exactly_its_size() -> None:
 
 @pytest.mark.parametrize("budget", [0, -5])
 def test_a_window_budget_must_be_positive(budget: int) -> None:
-    with pytest.raises(InvalidInputError, match="'budget_bytes' must be positive"):
+    with pytest.raises(InvalidInputError, match=r"^'budget_bytes' must be positive$"):
         history.window(build(entry("a")), budget_bytes=budget)
 
 

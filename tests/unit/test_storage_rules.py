@@ -22,7 +22,7 @@ def test_notes_are_idempotent_by_id_and_bounded() -> None:
     state, result = storage_rules.root_add_note(None, {"id": "c1", "text": "remember"})
     assert result == {"saved": True, "count": 1}
     again, result = storage_rules.root_add_note(state, {"id": "c1", "text": "remember"})
-    assert again == state and result["count"] == 1
+    assert again == state and result == {"saved": True, "count": 1}
     big = "x" * (storage_rules.MAX_NOTE_BYTES + 1)
     same, refused = storage_rules.root_add_note(state, {"id": "c2", "text": big})
     assert same == state and refused["saved"] is False
@@ -120,7 +120,7 @@ def test_retries_keep_the_highest_attempt_and_the_newest_reply_after_the_message
 
 def test_a_page_append_needs_a_list_of_objects() -> None:
     for bad in ({"entries": "x"}, {"entries": [ENTRY, "x"]}, {}):
-        with pytest.raises(InvalidInputError, match="page append needs 'entries', a list of objects"):
+        with pytest.raises(InvalidInputError, match=r"^page append needs 'entries', a list of objects$"):
             storage_rules.page_append(None, 0, bad)
 
 
@@ -142,7 +142,7 @@ def test_a_note_on_a_thread_without_root_starts_one_and_keeps_its_fields() -> No
 
 @pytest.mark.parametrize("bad", [{"id": "", "text": "t"}, {"id": "c", "text": 5}, {"id": 5, "text": "t"}])
 def test_a_note_needs_a_string_id_and_text(bad: object) -> None:
-    with pytest.raises(InvalidInputError, match="a note needs a string 'id' and 'text'"):
+    with pytest.raises(InvalidInputError, match=r"^a note needs a string 'id' and 'text'$"):
         storage_rules.root_add_note(None, bad)
 
 
@@ -158,3 +158,5 @@ def test_notes_fill_up_to_exactly_the_limits() -> None:
     for i in range(1, storage_rules.MAX_NOTES):
         state, result = storage_rules.root_add_note(state, {"id": f"c{i}", "text": "t"})
     assert result == {"saved": True, "count": storage_rules.MAX_NOTES}
+    _, full = storage_rules.root_add_note(state, {"id": "one-more", "text": "t"})
+    assert full == {"saved": False, "reason": f"the thread already has {storage_rules.MAX_NOTES} notes"}

@@ -266,3 +266,33 @@ def test_content_digest_is_32_hex_characters_of_the_utf8_sha256() -> None:
     digest = content_digest("héllo")
     assert digest == hashlib.sha256("héllo".encode()).hexdigest()[:32]
     assert len(digest) == 32
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        (5, InvalidInputError, r"^'content' must be a string$"),
+        ("", InvalidInputError, r"^'content' must not be empty$"),
+        (
+            "a\ud800",
+            InvalidInputError,
+            r"^'content' is not valid Unicode text \(it holds a lone surrogate\)$",
+        ),
+        (
+            "é" * (MAX_CONTENT_BYTES // 2 + 1),
+            PayloadTooLargeError,
+            rf"^'content' is {MAX_CONTENT_BYTES + 2} bytes; "
+            rf"the limit is {MAX_CONTENT_BYTES} bytes \(32 KiB\)$",
+        ),
+    ],
+)
+def test_bad_content_is_refused_with_a_message_that_says_why(
+    content: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        UserMessage.from_event({"id": "m", "content": content})
+
+
+def test_remembering_a_message_again_replaces_its_record() -> None:
+    state = ThreadState().remember("m1", "d1", 2).remember("m2", "d1", 4).remember("m1", "d2", 6)
+    assert state.recent == (("m2", "d1", 4), ("m1", "d2", 6))
