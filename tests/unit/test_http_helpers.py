@@ -1,0 +1,291 @@
+"""The HTTP API's pure parts: request bodies and query numbers, tokens, status names,
+summaries, reply outcomes and problem details. The routes themselves are tested over HTTP
+(tests/integration); these pin the edges that a request rarely reaches."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+import pytest
+from durabletask.client import OrchestrationStatus
+
+from agent.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from http_api import routes, shapes
+from http_api.problems import PROBLEM_TYPE_BASE, json_response, problem
+
+
+def request(
+    body: bytes = b"", content_type: str | None = "application/json", params: dict[str, str] | None = None
+) -> func.HttpRequest:
+    headers = {"content-type": content_type} if content_type is not None else {}
+    return func.HttpRequest("POST", "http://localhost/api/x", headers=headers, params=params or {}, body=body)
+
+
+# -- request bodies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "depth"),
+    [
+        (b"", 0),
+        (b"1", 0),
+        (b"{}", 1),
+        (b'{"a": [1, {"b": []}]}', 4),
+        (b"[[], [], []]", 2),
+        (b'{"a": "[[[{{{"}', 1),  # brackets inside strings do not count
+        (b'{"a": "\\"[[["}', 1),  # nor after an escaped quote
+        (b'{"a": "\\\\"}', 1),  # an escaped backslash ends before the closing quote
+        (b'[{"a": "\\\\"}, [[]]]', 3),
+    ],
+)
+def test_json_depth_counts_nesting_outside_strings(raw: bytes, depth: int) -> None:
+    assert routes.json_depth(raw) == depth
+
+
+def test_a_body_nested_exactly_to_the_limit_is_read_and_one_deeper_is_refused() -> None:
+    deepest = b"[" * routes.MAX_JSON_DEPTH + b"]" * routes.MAX_JSON_DEPTH
+    assert routes._body(request(b'{"a": ' + deepest[1:-1] + b"}"), required=True) == {
+        "a": json.loads(deepest[1:-1])
+    }
+    too_deep = b'{"a": ' + deepest + b"}"
+    with pytest.raises(
+        InvalidInputError, match=f"^The request body nests JSON deeper than {routes.MAX_JSON_DEPTH} levels"
+    ):
+        routes._body(request(too_deep), required=True)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+        "APPLICATION/JSON",
+        None,
+    ],
+)
+def test_json_bodies_are_accepted_under_any_json_media_type(content_type: str | None) -> None:
+    assert routes._body(request(b'{"content": "hi"}', content_type), required=True) == {"content": "hi"}
+
+
+def test_a_body_that_is_not_json_media_is_refused_naming_its_type() -> None:
+    with pytest.raises(
+        UnsupportedMediaTypeError,
+        match=r"^The request body must be JSON \(Content-Type: application/json\), not text/plain\.$",
+    ):
+        routes._body(request(b"hi", "text/plain; charset=utf-8"), required=True)
+
+
+def test_body_size_limit_is_inclusive() -> None:
+    filler = b'{"a": "' + b"x" * (routes.MAX_BODY_BYTES - 9) + b'"}'
+    assert len(filler) == routes.MAX_BODY_BYTES
+    assert routes._body(request(filler), required=True)["a"] == "x" * (routes.MAX_BODY_BYTES - 9)
+    over = filler[:-2] + b'x"}'
+    with pytest.raises(
+        PayloadTooLargeError,
+        match=f"^The request body is {routes.MAX_BODY_BYTES + 1} bytes; "
+        f"the limit is {routes.MAX_BODY_BYTES} bytes.$",
+    ):
+        routes._body(request(over), required=True)
+
+
+def test_an_empty_body_is_an_empty_object_unless_one_is_required() -> None:
+    assert routes._body(request(b""), required=False) == {}
+    assert routes._body(request(b"  \n "), required=False) == {}
+    with pytest.raises(
+        InvalidInputError, match=r'^The request needs a JSON body, e\.g\. \{"content": "Hello"\}\.$'
+    ):
+        routes._body(request(b" "), required=True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{nope", r"^The request body is not valid JSON: "),
+        (b"\xff\xfe", r"^The request body is not valid JSON: "),
+        (b"[1]", r"^The request body must be a JSON object\.$"),
+        (b'"text"', r"^The request body must be a JSON object\.$"),
+        (b'{"a": "\\ud800"}', r"^the request body holds text that is not valid Unicode"),
+    ],
+)
+def test_bodies_that_are_not_a_json_object_of_text_are_refused(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        routes._body(request(raw), required=True)
+
+
+def test_check_text_names_where_the_bad_text_is() -> None:
+    routes.check_text({"a": ["é", "ok"]})
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^'metadata' holds text that is not valid Unicode \(a lone surrogate such as \\ud800\); "
+        r"send well-formed UTF-8\.$",
+    ):
+        routes.check_text({"k": "\udc00"}, "'metadata'")
+
+
+# -- query numbers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "value"), [(None, 50), ("", 50), ("1", 1), ("200", 200), ("07", 7)])
+def test_query_numbers_default_and_accept_their_whole_range(raw: str | None, value: int) -> None:
+    params = {"limit": raw} if raw is not None else {}
+    assert routes._query_int(request(params=params), "limit", 50, 1, 200) == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("0", r"^Query parameter 'limit' must be from 1 to 200, got 0\.$"),
+        ("201", r"^Query parameter 'limit' must be from 1 to 200, got 201\.$"),
+        ("ten", r"^Query parameter 'limit' must be an integer from 1 to 200\.$"),
+        ("1.5", r"^Query parameter 'limit' must be an integer from 1 to 200\.$"),
+    ],
+)
+def test_query_numbers_out_of_range_or_not_numbers_are_refused(raw: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        routes._query_int(request(params={"limit": raw}), "limit", 50, 1, 200)
+
+
+# -- tokens, status names, summaries, outcomes ------------------------------------------------
+
+
+@pytest.mark.parametrize("backend_token", ["", "abc", "a/b+c=", "é" * 40])
+def test_continuation_tokens_round_trip_and_are_url_safe(backend_token: str) -> None:
+    token = shapes.encode_token(backend_token)
+    assert "=" not in token and "+" not in token and "/" not in token
+    assert shapes.decode_token(token) == backend_token
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "!!!",
+        shapes.encode_token("x")[:-3],
+        "eyJ2IjogMiwgImMiOiAieCJ9",  # {"v": 2, "c": "x"}
+        "eyJ2IjogMSwgImMiOiA1fQ",  # {"v": 1, "c": 5}
+        "WzEsIDJd",  # [1, 2]
+    ],
+)
+def test_tokens_this_api_did_not_make_are_refused(token: str) -> None:
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^'continuation_token' is not a token this API returned; start again without it\.$",
+    ):
+        shapes.decode_token(token)
+
+
+@pytest.mark.parametrize(
+    ("status", "name"),
+    [
+        (OrchestrationStatus.PENDING, "Running"),
+        (OrchestrationStatus.CONTINUED_AS_NEW, "Running"),
+        (OrchestrationStatus.RUNNING, "Running"),
+        (OrchestrationStatus.SUSPENDED, "Suspended"),
+        (OrchestrationStatus.COMPLETED, "Completed"),
+        (OrchestrationStatus.TERMINATED, "Terminated"),
+        (OrchestrationStatus.FAILED, "Failed"),
+    ],
+)
+def test_a_live_thread_is_reported_running_between_generations(
+    status: OrchestrationStatus, name: str
+) -> None:
+    assert shapes.status_name(status) == name
+
+
+def test_a_summary_lists_only_undecided_approvals_without_their_decision_field() -> None:
+    summary = shapes.ThreadSummary(
+        thread_id="t",
+        agent="a",
+        state="awaiting_approval",
+        turn=1,
+        message_count=2,
+        created_at="c",
+        updated_at="u",
+        runtime_status="Running",
+        metadata={"k": "v"},
+        generation=2,
+        tools=("book",),
+        pending_approvals=({"call_id": "c1", "tool": "book"}, {"call_id": "c2", "decision": "approved"}),
+    )
+    assert summary.to_dict() == {
+        "thread_id": "t",
+        "agent": "a",
+        "state": "awaiting_approval",
+        "turn": 1,
+        "message_count": 2,
+        "created_at": "c",
+        "updated_at": "u",
+        "runtime_status": "Running",
+        "metadata": {"k": "v"},
+        "generation": 2,
+        "tools": ["book"],
+        "pending_approvals": [{"call_id": "c1", "tool": "book"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("message", "reply", "status"),
+    [
+        (None, None, "queued"),
+        ({"seq": 1}, None, "answering"),
+        ({"seq": 1}, {"seq": 2, "content": "hi"}, "answered"),
+        ({"seq": 1}, {"seq": 2, "content": "", "error": {"code": "x"}}, "failed"),
+    ],
+)
+def test_the_outcome_of_a_message(message: Any, reply: Any, status: str) -> None:
+    assert shapes.reply_outcome(message, reply) == {"status": status, "message": message, "reply": reply}
+
+
+@pytest.mark.parametrize(
+    ("usage", "count"), [({"threads": 3}, 3), ({}, 0), ({"threads": None}, 0), (None, 0), ([3], 0)]
+)
+def test_a_callers_thread_count(usage: Any, count: int) -> None:
+    assert shapes.thread_count(usage) == count
+
+
+def test_parse_json_reads_nothing_from_bad_or_empty_text() -> None:
+    assert shapes.parse_json('{"a": 1}') == {"a": 1}
+    assert shapes.parse_json("{oops") is None
+    assert shapes.parse_json("") is None
+    assert shapes.parse_json(None) is None
+
+
+def test_an_old_input_keeps_its_config_at_the_top_level() -> None:
+    assert shapes.thread_config({"owner": "o", "agent": "a"}).owner == "o"
+    current = {"schema": 2, "config": {"owner": "p"}}
+    assert shapes.thread_config(current).owner == "p"
+
+
+# -- problem details --------------------------------------------------------------------
+
+
+def test_a_problem_has_the_rfc_9457_fields_and_its_code() -> None:
+    response = problem(409, "Taken.", code="conflict", headers={"Retry-After": "3"}, thread_id="t")
+    assert response.status_code == 409
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"] == "3"
+    assert json.loads(response.get_body()) == {
+        "type": f"{PROBLEM_TYPE_BASE}-conflict",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "Taken.",
+        "code": "conflict",
+        "thread_id": "t",
+    }
+
+
+def test_a_problem_without_a_code_is_about_blank() -> None:
+    body = json.loads(problem(404, "No such thread.").get_body())
+    assert body == {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "No such thread."}
+
+
+def test_json_responses_keep_text_as_text() -> None:
+    response = json_response({"content": "héllo"}, 201, headers={"Location": "/x"})
+    assert (response.status_code, response.mimetype, response.headers["Location"]) == (
+        201,
+        "application/json",
+        "/x",
+    )
+    assert response.get_body() == '{"content": "héllo"}'.encode()
