@@ -150,3 +150,20 @@ def test_a_page_request_out_of_bounds_is_refused(after: int, limit: int, message
 @pytest.mark.parametrize(("after", "limit"), [(0, 1), (0, history.MAX_PAGE_SIZE), (7, 50)])
 def test_page_requests_within_bounds_pass(after: int, limit: int) -> None:
     history.check_page_request(after, limit)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("text", r"^a history entry must be an object$"),
+        (entry(2) | {"seq": 0}, r"^a history entry needs 'seq', a positive integer$"),
+        (entry(2) | {"seq": True}, r"^a history entry needs 'seq', a positive integer$"),
+        (entry(2) | {"id": ""}, r"^a history entry needs a non-empty string 'id'$"),
+        (entry(2) | {"role": "robot"}, r"^a history entry's role must be one of .*, got 'robot'$"),
+        (entry(2) | {"content": None}, r"^a history entry's 'content' must be a string$"),
+        (entry(2) | {"created_at": 5}, r"^a history entry needs 'created_at' as an ISO 8601 string$"),
+    ],
+)
+def test_a_malformed_entry_is_refused_saying_what_is_wrong(bad: Any, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        history.validate_entry(bad)

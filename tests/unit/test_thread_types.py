@@ -296,3 +296,34 @@ def test_bad_content_is_refused_with_a_message_that_says_why(
 def test_remembering_a_message_again_replaces_its_record() -> None:
     state = ThreadState().remember("m1", "d1", 2).remember("m2", "d1", 4).remember("m1", "d2", 6)
     assert state.recent == (("m2", "d1", 4), ("m1", "d2", 6))
+
+
+def test_a_bad_id_names_the_field_and_the_pattern() -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        check_id("a b", "The thread id")
+    assert (
+        str(refused.value) == "The thread id must match ^[A-Za-z0-9_-]{1,64}$ (letters, digits, '_' or '-')"
+    )
+    with pytest.raises(InvalidInputError, match=r"^message id must match "):
+        UserMessage.from_event({"id": "a b", "content": "x"})
+    with pytest.raises(InvalidInputError, match=r"^user_message event must be an object, got list$"):
+        UserMessage.from_event(["m", "x"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "attempt", "retry_seq", "sent_at"),
+    [
+        ({"retry": True, "retry_seq": 4, "attempt": 3}, 3, 4, None),
+        ({"retry": True, "retry_seq": 4, "attempt": 2}, 2, 4, None),
+        ({"retry": True, "attempt": 1}, 1, None, None),
+        ({"retry": True, "attempt": True, "retry_seq": True}, 1, None, None),
+        ({"attempt": "3", "retry_seq": "4", "sent_at": 5}, 1, None, None),
+        ({"sent_at": "2026-12-03T06:00:00Z"}, 1, None, "2026-12-03T06:00:00Z"),
+        ({"sent_at": "\ud800"}, 1, None, None),
+    ],
+)
+def test_optional_event_fields_are_kept_only_when_well_formed(
+    extra: dict[str, object], attempt: int, retry_seq: int | None, sent_at: str | None
+) -> None:
+    message = UserMessage.from_event({"id": "m", "content": "x", **extra})
+    assert (message.attempt, message.retry_seq, message.sent_at) == (attempt, retry_seq, sent_at)
