@@ -3,6 +3,7 @@ gives exactly what trimming the whole conversation gives."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.errors import InvalidInputError
-from agent.window import ContextWindow, trim_window, window_cost
+from agent.window import ContextWindow, model_message, trim_window, window_cost
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -125,3 +126,37 @@ def test_extending_turn_by_turn_equals_trimming_the_whole_conversation(seed: int
         assert [e["seq"] for e in window.entries] == reference_trim(conversation, budget)
         assert window.cost == sum(window_cost(e) for e in window.entries)
         assert window == ContextWindow.of(window.entries, budget)  # a restored window is the same
+
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "book", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        (entry(1, "user", "hi"), {"role": "user", "content": "hi"}),
+        (entry(2, "assistant", ""), {"role": "assistant", "content": ""}),
+        (
+            entry(3, "assistant", None, tool_calls=[CALL]),
+            {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        ),
+        (entry(4, "tool", "ok", tool_call_id="c1"), {"role": "tool", "content": "ok", "tool_call_id": "c1"}),
+    ],
+)
+def test_an_entry_costs_the_bytes_of_the_message_the_model_is_sent(
+    stored: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    assert window_cost(stored) == len(json.dumps(sent))
+    assert model_message(stored).to_dict() == sent
+
+
+def test_the_budget_message_says_what_is_wrong() -> None:
+    with pytest.raises(InvalidInputError, match=r"^the context window budget must be positive$"):
+        ContextWindow().extend([entry(1)], -1)
+
+
+def test_a_window_exactly_at_its_budget_keeps_everything_and_skips_system_entries() -> None:
+    entries = [entry(1, "system", "S"), entry(2, "user", "a"), entry(3, "assistant", "b")]
+    exact = window_cost(entries[1]) + window_cost(entries[2])
+    assert [e["seq"] for e in ContextWindow.of(entries, exact).entries] == [2, 3]
+    assert [e["seq"] for e in ContextWindow.of(entries, exact - 1).entries] == [3]
