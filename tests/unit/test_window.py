@@ -137,7 +137,7 @@ CALL = {"id": "c1", "type": "function", "function": {"name": "book", "arguments"
         (entry(1, "user", "hi"), {"role": "user", "content": "hi"}),
         (entry(2, "assistant", ""), {"role": "assistant", "content": ""}),
         (
-            entry(3, "assistant", None, tool_calls=[CALL]),
+            entry(3, "assistant", tool_calls=[CALL]) | {"content": None},
             {"role": "assistant", "content": "", "tool_calls": [CALL]},
         ),
         (entry(4, "tool", "ok", tool_call_id="c1"), {"role": "tool", "content": "ok", "tool_call_id": "c1"}),
