@@ -4,8 +4,10 @@ mutmut sees only code that runs in its own process, and the integration tests dr
 app through `python -m devhost` in another one: with `DEVHOST_IN_PROCESS=1` the `devhost`
 fixture starts `InProcessDevhost` instead, so the HTTP API, orchestrations, activities and
 entities a test reaches run here, still behind real HTTP on loopback. It has the same
-surface as `DevhostProcess` except `kill` (a thread cannot be SIGKILLed): tests that kill
-devhost or start one of their own are not for this mode.
+surface as `DevhostProcess` except `kill` (a thread cannot be SIGKILLed). Settings are
+read from the process environment, so two in-process hosts with different settings must
+not serve at the same time: tests that kill devhost, or that run a second host with other
+settings while the module's host serves, are not for this mode.
 """
 
 from __future__ import annotations

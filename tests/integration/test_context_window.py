@@ -7,14 +7,14 @@ from pathlib import Path
 
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
-from tests.integration.harness import DevhostProcess
+from tests.integration.in_process import new_devhost
 
 
 def test_old_messages_drop_out_of_the_window_but_stay_in_history(
     tmp_path: Path, model: FakeModelServer
 ) -> None:
     env = {**model_env(model), "CONTEXT_WINDOW_BYTES": "1100", "SYSTEM_PROMPT": "Be brief."}
-    host = DevhostProcess(tmp_path / "devhost.log", backend="memory", env=env).start()
+    host = new_devhost(tmp_path / "devhost.log", backend="memory", env=env).start()
     try:
         thread = unique("window")
         assert host.api.post("/api/threads", {"thread_id": thread}).status == 201

@@ -13,6 +13,7 @@ from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
 from tests.integration.harness import Api, DevhostProcess, wait_until
+from tests.integration.in_process import new_devhost
 
 
 @pytest.fixture(scope="module", params=["memory", "sqlite"])
@@ -21,7 +22,7 @@ def agents_host(
 ) -> Iterator[DevhostProcess]:
     folder = tmp_path_factory.mktemp(f"tools-{request.param}")
     env = {**model_env(fake_model), "MAX_TOOL_ROUNDS": "3", "APPROVAL_TIMEOUT_SECONDS": "3"}
-    host = DevhostProcess(
+    host = new_devhost(
         folder / "devhost.log",
         backend=str(request.param),
         db_path=folder / "taskhub.db" if request.param == "sqlite" else None,
@@ -185,7 +186,7 @@ def test_tool_pairs_survive_the_context_window(
     fake_model: FakeModelServer, model: FakeModelServer, tmp_path: Any
 ) -> None:
     env = {**model_env(fake_model), "CONTEXT_WINDOW_BYTES": "1000"}
-    host = DevhostProcess(tmp_path / "devhost.log", backend="memory", env=env).start()
+    host = new_devhost(tmp_path / "devhost.log", backend="memory", env=env).start()
     try:
         api = host.api
         thread_id = new_thread(api)
