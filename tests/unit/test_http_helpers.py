@@ -12,7 +12,7 @@ import pytest
 from durabletask.client import OrchestrationStatus
 
 from agent.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
-from http_api import routes, shapes
+from http_api import agents_api, routes, shapes
 from http_api.problems import PROBLEM_TYPE_BASE, json_response, problem
 
 
@@ -289,3 +289,112 @@ def test_json_responses_keep_text_as_text() -> None:
         "/x",
     )
     assert response.get_body() == '{"content": "héllo"}'.encode()
+
+
+@pytest.mark.parametrize("backend_token", ["a", "ab", "abcd", "abcde", "abcdef"])
+def test_tokens_of_every_length_drop_their_padding_and_read_back(backend_token: str) -> None:
+    token = shapes.encode_token(backend_token)
+    assert not token.endswith("=")
+    assert shapes.decode_token(token) == backend_token
+
+
+# -- the Agent Framework's run request ------------------------------------------------------
+
+
+def run_request(
+    body: bytes,
+    content_type: str | None = "application/json",
+    headers: dict[str, str] | None = None,
+    **params: str,
+) -> tuple[str, str | None, bool, bool]:
+    all_headers = {"content-type": content_type} if content_type is not None else {}
+    req = func.HttpRequest(
+        "POST",
+        "http://localhost/api/agents/a/run",
+        headers={**all_headers, **(headers or {})},
+        params=params,
+        body=body,
+    )
+    return agents_api._run_request(req)
+
+
+def test_a_plain_text_run_is_the_message_itself() -> None:
+    assert run_request("héllo; there".encode(), "text/plain; charset=utf-8") == (
+        "héllo; there",
+        None,
+        True,
+        True,
+    )
+    assert run_request(b"hi", None, thread_id="t1") == ("hi", "t1", True, True)
+    assert run_request(b"hi", "text/plain", {"x-ms-wait-for-response": " FALSE "}) == (
+        "hi",
+        None,
+        False,
+        True,
+    )
+    assert run_request(b"", "text/plain") == ("", None, True, True)
+
+
+def test_a_json_run_reads_message_thread_and_wait() -> None:
+    body = json.dumps({"message": "hi", "thread_id": "t2", "wait_for_response": False}).encode()
+    assert run_request(body, "application/json; charset=utf-8", thread_id="ignored") == (
+        "hi",
+        "t2",
+        False,
+        False,
+    )
+    assert run_request(b'{"message": "hi"}', "application/vnd.api+json") == ("hi", None, True, False)
+    assert run_request(b'{"message": "hi", "wait_for_response": 0}', thread_id="t3") == (
+        "hi",
+        "t3",
+        True,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b"\xff", "text/plain", r"^The message must be UTF-8 text\.$"),
+        (b"[" * 33 + b"]" * 33, "application/json", r"^The request body nests JSON too deeply\.$"),
+        (b"{no", "application/json", r"^The request body is not valid JSON: "),
+        (b"", "application/json", r'^The body needs "message": the text to send to the agent\.$'),
+        (
+            b'["hi"]',
+            "application/json",
+            r'^The request body must be a JSON object: \{"message": "\.\.\."\}\.$',
+        ),
+        (b'{"message": 5}', "application/json", r'^The body needs "message"'),
+        (b'{"message": "hi", "thread_id": 5}', "application/json", r"^'thread_id' must be a string\.$"),
+        (
+            b'{"message": "\\ud800"}',
+            "application/json",
+            r"^the request body holds text that is not valid Unicode",
+        ),
+    ],
+)
+def test_a_bad_run_request_says_what_is_wrong(body: bytes, content_type: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        run_request(body, content_type)
+
+
+def test_a_run_body_may_be_exactly_the_size_limit() -> None:
+    assert run_request(b"x" * routes.MAX_BODY_BYTES, "text/plain")[0] == "x" * routes.MAX_BODY_BYTES
+    with pytest.raises(
+        InvalidInputError, match=rf"^The request body is larger than {routes.MAX_BODY_BYTES} bytes\.$"
+    ):
+        run_request(b"x" * (routes.MAX_BODY_BYTES + 1), "text/plain")
+
+
+def test_a_run_body_nested_32_deep_is_read() -> None:
+    nested = b'{"message": "hi", "x": ' + b"[" * 31 + b"]" * 31 + b"}"
+    assert run_request(nested)[0] == "hi"
+
+
+def test_a_json_media_type_with_several_parameters_is_still_json() -> None:
+    assert run_request(b'{"message": "hi"}', "Application/JSON; charset=utf-8; q=1") == (
+        "hi",
+        None,
+        True,
+        False,
+    )
