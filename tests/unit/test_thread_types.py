@@ -327,3 +327,29 @@ def test_optional_event_fields_are_kept_only_when_well_formed(
 ) -> None:
     message = UserMessage.from_event({"id": "m", "content": "x", **extra})
     assert (message.attempt, message.retry_seq, message.sent_at) == (attempt, retry_seq, sent_at)
+
+
+@pytest.mark.parametrize(
+    ("detail", "public"),
+    [
+        (
+            "Azure OpenAI deployment 'd' at https://acme.openai.azure.com/ rejected it",
+            "Azure OpenAI deployment 'd' at the model endpoint rejected it",
+        ),
+        (
+            "could not reach http://10.1.2.3:8080/v1 (ConnectError)",
+            "could not reach the model endpoint (ConnectError)",
+        ),
+        ("HTTP 429 from acme.openai.azure.com: slow down", "HTTP 429 from the model endpoint: slow down"),
+        ("connect to 10.0.0.7 failed", "connect to the model endpoint failed"),
+    ],
+)
+def test_public_messages_say_the_model_endpoint_where_an_address_was(detail: str, public: str) -> None:
+    assert public_message(detail) == public
+
+
+def test_the_longest_error_name_in_a_wrapped_failure_wins() -> None:
+    """A host-wrapped failure can name two of our errors; the longer name is the more
+    specific (here the model's rejection, not the 404 it quotes)."""
+    message = "Exception: ModelRejectedError: upstream said NotFoundError"
+    assert error_for_failure("FunctionInvocationException", message) == (ModelRejectedError.code, False)
