@@ -398,3 +398,7 @@ def test_a_json_media_type_with_several_parameters_is_still_json() -> None:
         True,
         False,
     )
+
+
+def test_a_problem_keeps_text_as_text() -> None:
+    assert "café".encode() in problem(400, "No café here.").get_body()

@@ -247,3 +247,25 @@ def test_a_window_budget_must_be_positive(budget: int) -> None:
 
 def test_a_window_of_one_byte_still_holds_the_newest_message() -> None:
     assert [m.content for m in history.window(build(entry("a"), entry("b")), budget_bytes=1)] == ["hi"]
+
+
+def test_the_entity_init_reads_its_arguments_and_defaults() -> None:
+    state, result = apply_operation(
+        history.HistoryState(), "init", {"system_prompt": "S", "metadata": {"k": 1}, "created_at": T0}
+    )
+    assert state is not None and result == {"last_seq": 1}
+    assert (state.metadata, state.created_at, state.entries[0]["content"]) == ({"k": 1}, T0, "S")
+    bare, result = apply_operation(history.HistoryState(), "init", "not an object")
+    assert bare is not None and result == {"last_seq": 0}
+    assert (bare.entries, bare.metadata) == ((), {})
+
+
+def test_the_entity_get_pages_with_defaults_and_checks_its_numbers() -> None:
+    state = build(*(entry(f"m{i}") for i in range(60)))
+    _, first = apply_operation(state, "get", None)
+    assert [e["seq"] for e in first["entries"]] == list(range(1, 51)) and first["next_after"] == 50
+    _, later = apply_operation(state, "get", {"after": 55, "limit": 2})
+    assert [e["seq"] for e in later["entries"]] == [56, 57]
+    for bad, name in (({"after": "1"}, "after"), ({"limit": True}, "limit")):
+        with pytest.raises(InvalidInputError, match=rf"^'{name}' must be an integer$"):
+            apply_operation(state, "get", bad)
