@@ -160,3 +160,11 @@ def test_notes_fill_up_to_exactly_the_limits() -> None:
     assert result == {"saved": True, "count": storage_rules.MAX_NOTES}
     _, full = storage_rules.root_add_note(state, {"id": "one-more", "text": "t"})
     assert full == {"saved": False, "reason": f"the thread already has {storage_rules.MAX_NOTES} notes"}
+
+
+def test_an_unknown_entity_operation_is_named_in_the_error() -> None:
+    from entities import storage
+
+    error = storage._unknown("history_page", "Rewrite")
+    assert isinstance(error, InvalidInputError)
+    assert str(error) == "the history_page entity has no operation 'Rewrite'"
