@@ -24,15 +24,15 @@ import pytest
 
 from devhost.host import DevHost, HostOptions
 from devhost.logs import SafeFormatter
-from tests.integration.harness import REPO, STARTED_LOGS, Api, DevhostProcess, free_port
+from tests.integration.harness import STARTED_LOGS, DevhostProcess
 
 IN_PROCESS = os.environ.get("DEVHOST_IN_PROCESS") == "1"
 
 
 def new_devhost(log_path: Path, **options: Any) -> DevhostProcess:
     """A `DevhostProcess`, or with DEVHOST_IN_PROCESS=1 an `InProcessDevhost` (same surface)."""
-    host_class: Any = InProcessDevhost if IN_PROCESS else DevhostProcess
-    return cast(DevhostProcess, host_class(log_path, **options))
+    host_class = InProcessDevhost if IN_PROCESS else DevhostProcess
+    return host_class(log_path, **options)
 
 
 def _reset_app_caches() -> None:
@@ -44,25 +44,10 @@ def _reset_app_caches() -> None:
     reset_model_client()
 
 
-class InProcessDevhost:
-    def __init__(
-        self,
-        log_path: Path,
-        *,
-        backend: str = "memory",
-        db_path: Path | None = None,
-        env: dict[str, str] | None = None,
-        app_dir: Path = REPO,
-        port: int | None = None,
-    ) -> None:
-        self.port = port or free_port()
-        self.log_path = log_path
-        self.backend = backend
-        self.db_path = db_path
-        self.app_dir = app_dir
-        self.env = dict(env or {})
-        self.extra_args: list[str] = []
-        self.api = Api(f"http://127.0.0.1:{self.port}")
+class InProcessDevhost(DevhostProcess):
+    def __init__(self, log_path: Path, *, env: dict[str, str] | None = None, **options: Any) -> None:
+        super().__init__(log_path, env=env, **options)
+        self.env = dict(env or {})  # only what this host sets on top of the process environment
         self._host: DevHost | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -123,9 +108,6 @@ class InProcessDevhost:
             self._failure = error
         finally:
             self._loop.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 20.0) -> int:
         """Ask the host to stop as Ctrl-C would; 0 when it stopped cleanly."""
