@@ -40,7 +40,7 @@ def fit_reply(reply: ModelReply, max_reply_bytes: int) -> ModelReply:
 
     Tool calls are never cut (a cut call could not run); they take their room first, and a
     reply whose tool calls alone do not fit is a (non-retryable) model error."""
-    budget = max(max_reply_bytes - REPLY_ENTRY_OVERHEAD, 1)
+    budget = max_reply_bytes - REPLY_ENTRY_OVERHEAD
     if reply.tool_calls:
         calls_size = encoded_size([dict(c) for c in reply.tool_calls])
         if calls_size > budget:
@@ -49,9 +49,9 @@ def fit_reply(reply: ModelReply, max_reply_bytes: int) -> ModelReply:
                 f"({budget}); ask for less at once.",
                 retryable=False,
             )
-        budget = max(budget - calls_size, 1)
-    if encoded_size(reply.content) <= budget:
-        return reply
+        budget -= calls_size
+    if not reply.content or encoded_size(reply.content) <= budget:
+        return reply  # nothing to cut (an empty text is never marked truncated)
     low, high = 0, len(reply.content)
     while low < high:  # the longest prefix whose encoding fits
         middle = (low + high + 1) // 2

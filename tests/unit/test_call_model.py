@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -12,9 +13,13 @@ import azure.durable_functions as df
 import pytest
 from azure.durable_functions.internal.converters import ActivityTriggerConverter
 from azure.functions import meta
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from activities import call_model as call_model_module
 from activities.call_model import ACTIVITY_NAME, call_model, fit_reply, mark_approvals, model_options
+from agent import telemetry
 from agent.errors import (
     InvalidInputError,
     ModelCallError,
@@ -25,6 +30,7 @@ from agent.errors import (
 )
 from agent.model import ChatMessage, ModelOptions, ModelReply, ModelRequest, Usage
 from agent.openai_model import get_model_client, reset_model_client
+from agent.retry import TransientModelError
 from agent.settings import DECLARED_SETTINGS, get_settings
 from agents import Agent, AgentCatalog
 from tests.fakes.model_server import ECHO_PREFIX, TOOL_ECHO_PREFIX, FakeModelServer, error, reply, tool_calls
@@ -327,3 +333,128 @@ def test_request_and_reply_round_trips_and_old_payloads() -> None:
     for bad in ([{"name": "n", "arguments": "{}"}], [{"id": "c", "name": "n", "arguments": {}}], ["x"], "x"):
         with pytest.raises(InvalidInputError):
             ModelReply.from_dict({**old_reply, "tool_calls": bad})
+
+
+# -- fitting a reply to what a thread stores ---------------------------------------------------
+
+
+def test_fit_reply_keeps_the_longest_prefix_that_fits_exactly() -> None:
+    reply = ModelReply("x" * 5000, "m", "stop", 1)
+    budget = 1002  # 1000 characters and the two quotes of their JSON string
+    fitted = fit_reply(reply, call_model_module.REPLY_ENTRY_OVERHEAD + budget)
+    assert fitted.content == "x" * 1000
+    assert (fitted.finish_reason, fitted.truncated) == ("length", True)
+    whole = ModelReply("x" * 1000, "m", "stop", 1)
+    assert fit_reply(whole, call_model_module.REPLY_ENTRY_OVERHEAD + budget) is whole
+
+
+def test_fit_reply_measures_the_encoding_not_the_characters() -> None:
+    # each newline is two bytes once encoded ("\n"); room for the quotes and one of them
+    reply = ModelReply("\n\n\nabc", "m", "stop", 1)
+    fitted = fit_reply(reply, call_model_module.REPLY_ENTRY_OVERHEAD + 2 + 2)
+    assert fitted.content == "\n"
+    # room for the quotes and one byte: not even one newline fits
+    assert fit_reply(reply, call_model_module.REPLY_ENTRY_OVERHEAD + 3).content == ""
+    # every prefix length from 0 to 6 is the longest that fits its budget
+    for length in range(7):
+        room = len(json.dumps(reply.content[:length]))
+        fitted = fit_reply(reply, call_model_module.REPLY_ENTRY_OVERHEAD + room)
+        assert fitted.content == reply.content[:length]
+        assert fitted.truncated is (length < 6)
+
+
+def test_fit_reply_tool_calls_may_take_all_the_room() -> None:
+    call = {"id": "c", "name": "n", "arguments": "{}", "needs_approval": False}
+    room = len(json.dumps([call]))
+    reply = ModelReply("", "m", "tool_calls", 1, tool_calls=(call,))
+    assert fit_reply(reply, call_model_module.REPLY_ENTRY_OVERHEAD + room) is reply
+    with_text = replace(reply, content="some words")
+    fitted = fit_reply(with_text, call_model_module.REPLY_ENTRY_OVERHEAD + room)
+    assert (fitted.content, fitted.truncated, fitted.tool_calls) == ("", True, (call,))
+    with pytest.raises(ModelCallError, match=f"tool calls of {room} bytes"):
+        fit_reply(reply, call_model_module.REPLY_ENTRY_OVERHEAD + room - 1)
+
+
+# -- what the activity records about a call ----------------------------------------------------
+
+
+class NamedClient(ScriptedClient):
+    model = "deployment-7"
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry, "_provider", provider)
+    yield exporter
+    provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("agent_model", "client_type", "requested"),
+    [
+        (None, NamedClient, "deployment-7"),
+        ("override-1", NamedClient, "override-1"),
+        (None, ScriptedClient, "model"),
+    ],
+)
+def test_the_span_names_the_thread_turn_and_requested_model(
+    spans: InMemorySpanExporter, agent_model: str | None, client_type: type[ScriptedClient], requested: str
+) -> None:
+    agent = Agent("a", "d", "i", model=agent_model)
+    call_model(REQUEST, client_type(ModelReply("hi", "served", "stop", 4)), find_agent=lambda _: agent)
+    (span,) = spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert span.name == f"chat {requested}"
+    assert attributes[telemetry.ATTR_REQUEST_MODEL] == requested
+    assert (attributes[telemetry.ATTR_THREAD_ID], attributes[telemetry.ATTR_TURN]) == ("thread-1", 3)
+    assert attributes[telemetry.ATTR_RESPONSE_MODEL] == "served"
+
+
+def test_each_call_is_logged_with_counts_and_never_its_text(caplog: pytest.LogCaptureFixture) -> None:
+    call = {"id": "c", "name": "n", "arguments": "{}", "needs_approval": False}
+    answer = ModelReply("SECRET-REPLY", "served", "tool_calls", 12, Usage(1, 2, 3), tool_calls=(call,))
+    with caplog.at_level(logging.INFO, logger=call_model_module.__name__):
+        call_model(REQUEST, ScriptedClient(answer))
+    (record,) = [r for r in caplog.records if r.name == call_model_module.__name__]
+    assert record.getMessage() == (
+        "thread thread-1 turn 3: model served answered in 12 ms "
+        "(3 tokens, finish_reason tool_calls, 1 tool calls)"
+    )
+
+
+class FailingClient:
+    def __init__(self, failure: Exception) -> None:
+        self.failure = failure
+
+    def complete(self, messages: list[ChatMessage], options: ModelOptions | None = None) -> ModelReply:
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected_type", "retryable"),
+    [
+        # a kind whose constructor takes other arguments is copied as a plain model error
+        (TransientModelError("https://acct.openai.azure.com/ said 503", status=503), ModelCallError, True),
+        # the kind is kept, and so is a retryable flag that differs from the kind's default
+        (ModelUnavailableError("10.1.2.3:443 refused", retryable=False), ModelUnavailableError, False),
+        (ModelRejectedError("https://acct.openai.azure.com/ no", retryable=True), ModelRejectedError, True),
+    ],
+)
+def test_the_trigger_raises_a_public_copy_of_a_model_error(
+    model_server: FakeModelServer,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    expected_type: type[Exception],
+    retryable: bool,
+) -> None:
+    monkeypatch.setattr(call_model_module, "get_model_client", lambda: FailingClient(failure))
+    with pytest.raises(ModelCallError) as raised:
+        registered_activity()(request=REQUEST.to_dict())
+    copy = raised.value
+    assert type(copy) is expected_type
+    assert copy.retryable is retryable
+    assert "the model endpoint" in copy.message
+    assert "azure.com" not in copy.message and "10.1.2.3" not in copy.message
