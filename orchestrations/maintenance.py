@@ -2,8 +2,9 @@
 
 Each generation runs the `sweep_threads` activity (orphaned storage, retention), sleeps on
 a durable timer for the interval the sweep returns, and continues as new, so its history
-stays one generation long. The HTTP API starts it on first use (instance id
-`durable-agent-maintenance`).
+stays one generation long. Its custom status shows the last pass (when, and how many
+threads it deleted; counts only, never ids). The HTTP API starts it on first use (instance
+id `durable-agent-maintenance`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ def run_maintenance(ctx: task.OrchestrationContext, _: Any) -> Generator[task.Ta
     try:
         result = yield ctx.call_activity(SWEEP_ACTIVITY, input={})
         interval = float(result.get("next_sweep_seconds") or DEFAULT_INTERVAL_SECONDS)
+        status: dict[str, Any] = {**result, "failed": False}
     except task.TaskFailedError:
         interval = DEFAULT_INTERVAL_SECONDS  # a failed pass is tried again at the next one
+        status = {"failed": True, "next_sweep_seconds": interval}
+    swept_at = ctx.current_utc_datetime.isoformat(timespec="milliseconds").replace("+00:00", "")
+    ctx.set_custom_status({**status, "swept_at": swept_at + "Z"})
     yield ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=interval))
     ctx.continue_as_new({})
 

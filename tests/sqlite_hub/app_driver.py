@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import pathlib
 import threading
 from collections.abc import Iterator, Sequence
@@ -67,7 +68,8 @@ def app_backend(
     app = df.DFApp()
     for blueprint in blueprints:
         app.register_functions(blueprint)
-    invoker = Invoker("{}", str(directory))
+    # functions with a durable client binding reach this backend through it
+    invoker = Invoker(json.dumps({"taskHubName": "test", "rpcBaseUrl": address}), str(directory))
     driver = WorkItemDriver(address, index_functions(app), invoker)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(driver.run(),), daemon=True)

@@ -25,11 +25,13 @@ from durabletask import task
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus
 from durabletask.entities import EntityInstanceId
 
+from activities import sweep as sweep_activity
 from agent import history, maintenance, store
 from agent.contract import (
     BLOB_ENTITY,
     CALLER_ENTITY,
     LEGACY_HISTORY_ENTITY,
+    MAINTENANCE_ORCHESTRATION,
     MESSAGE_ENTITY,
     PAGE_ENTITY,
     THREAD_ENTITY,
@@ -38,10 +40,11 @@ from agent.contract import (
 )
 from agent.errors import BackendUnavailableError
 from agent.maintenance import SweepResult, sweep
-from agent.settings import load_settings
+from agent.settings import get_settings, load_settings
 from agent.store import EntityRead, ThreadStore, delete_thread
 from agent.thread import ThreadStatus
 from entities import legacy_history, storage, usage
+from orchestrations import maintenance as maintenance_orchestration
 from tests.sqlite_hub.app_driver import AppBackend, app_backend
 from tests.sqlite_hub.test_entities import eventually
 
@@ -430,6 +433,72 @@ def test_without_retention_the_sweep_deletes_only_orphans(kind: str, tmp_path: p
         assert result == SweepResult(orphans_deleted=1, expired_deleted=0, next_sweep_seconds=3600.0)
         assert run(fresh, lambda s, _: s.pieces("orphan-2")) == ([], [], [])
         assert run(fresh, lambda s, _: s.exists(THREAD_ENTITY, "ancient-2"))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_maintenance_orchestration_sweeps_every_interval(
+    kind: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the registered orchestration and activity, with the interval the activity reads
+    monkeypatch.setenv("MAINTENANCE_INTERVAL_SECONDS", "0.5")
+    get_settings.cache_clear()
+    blueprints = (*BLUEPRINTS, sweep_activity.bp, maintenance_orchestration.bp)
+    try:
+        with app_backend(kind, tmp_path, blueprints) as fresh:
+            store_thread(fresh, "orphan-3")
+            fresh.client.schedule_new_orchestration(MAINTENANCE_ORCHESTRATION, instance_id="sweeper")
+            passes: list[dict[str, Any]] = []
+
+            def swept_twice() -> bool:
+                state = fresh.client.get_orchestration_state("sweeper")
+                if state is not None and state.serialized_custom_status:
+                    status = json.loads(state.serialized_custom_status)
+                    if not passes or passes[-1] != status:
+                        passes.append(status)
+                return len(passes) >= 2
+
+            eventually(swept_twice)
+            assert pieces_of(fresh, "orphan-3") == ([], [], [])
+            first, second = passes[:2]
+            assert {k: v for k, v in first.items() if k != "swept_at"} == {
+                "orphans_deleted": 1,
+                "expired_deleted": 0,
+                "next_sweep_seconds": 0.5,
+                "failed": False,
+            }
+            assert second["orphans_deleted"] == 0
+            earlier, later = (datetime.fromisoformat(p["swept_at"]) for p in (first, second))
+            assert timedelta(seconds=0.5) <= later - earlier
+            state = fresh.client.get_orchestration_state("sweeper")
+            assert state is not None and state.runtime_status == OrchestrationStatus.RUNNING
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_failed_sweep_is_shown_and_tried_again_at_the_default_interval(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_INTERVAL_SECONDS", "0.1")  # below the minimum: the activity fails
+    get_settings.cache_clear()
+    blueprints = (*BLUEPRINTS, sweep_activity.bp, maintenance_orchestration.bp)
+    try:
+        with app_backend("memory", tmp_path, blueprints) as fresh:
+            fresh.client.schedule_new_orchestration(MAINTENANCE_ORCHESTRATION, instance_id="sweeper")
+            fresh.client.wait_for_orchestration_start("sweeper", timeout=30)
+            eventually(
+                lambda: (
+                    (s := fresh.client.get_orchestration_state("sweeper")) is not None
+                    and s.serialized_custom_status is not None
+                )
+            )
+            state = fresh.client.get_orchestration_state("sweeper")
+            assert state is not None and state.serialized_custom_status is not None
+            status = json.loads(state.serialized_custom_status)
+            assert status.pop("swept_at").endswith("Z")
+            assert status == {"failed": True, "next_sweep_seconds": 3600.0}
+            assert state.runtime_status == OrchestrationStatus.RUNNING
+    finally:
+        get_settings.cache_clear()
 
 
 @pytest.mark.parametrize(
