@@ -4,15 +4,32 @@ summaries, reply outcomes and problem details. The routes themselves are tested 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
 import pytest
-from durabletask.client import OrchestrationStatus
+from durabletask.client import OrchestrationState, OrchestrationStatus
 
-from agent.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
-from http_api import agents_api, routes, shapes
+from agent import telemetry
+from agent.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
+from agent.limits import RateLimitedError
+from agent.settings import AuthSettings, get_settings, load_settings
+from agent.thread import SCHEMA_VERSION, ThreadStatus
+from agents import get_agent
+from http_api import agents_api, problems, routes, shapes
 from http_api.problems import PROBLEM_TYPE_BASE, json_response, problem
 
 
@@ -402,3 +419,136 @@ def test_a_json_media_type_with_several_parameters_is_still_json() -> None:
 
 def test_a_problem_keeps_text_as_text() -> None:
     assert "café".encode() in problem(400, "No café here.").get_body()
+
+
+# -- routes' small decisions ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "depth"), [(b"[][][]", 1), (b'{"a": {}}{"b": {}}', 2), (b"[[]][[]]", 2)])
+def test_json_depth_goes_back_up_after_each_close(raw: bytes, depth: int) -> None:
+    assert routes.json_depth(raw) == depth
+
+
+def test_a_refused_media_type_is_quoted_up_to_80_characters() -> None:
+    long_type = "text/" + "x" * 200
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        routes._body(request(b"hi", long_type), required=True)
+    assert raised.value.message.endswith(f"not {long_type[:80]}.")
+
+
+def test_a_bad_thread_id_in_the_path_is_named_as_such() -> None:
+    bad = func.HttpRequest(
+        "GET", "http://localhost/api/threads/x", route_params={"thread_id": "a b"}, body=b""
+    )
+    with pytest.raises(InvalidInputError, match=r"^The thread id "):
+        routes._thread_id(bad)
+
+
+def test_without_a_principal_header_the_caller_is_told_to_sign_in() -> None:
+    settings = dataclasses.replace(load_settings({}), auth=AuthSettings(mode="app_service"))
+    with pytest.raises(UnauthorizedError, match=r"^Sign in first: this app serves threads only to"):
+        routes.caller_principal({}, settings)
+    assert routes.caller_principal({routes.PRINCIPAL_HEADER.upper(): "ann"}, settings) == "ann"
+    assert routes.caller_principal({}, load_settings({})) is None
+
+
+def test_the_default_agent_speaks_with_the_system_prompt_and_others_with_their_instructions() -> None:
+    settings = load_settings({"SYSTEM_PROMPT": "Speak like a pirate."})
+    assert routes.agent_for(None, settings) == ("assistant", "Speak like a pirate.")
+    assert routes.agent_for("assistant", settings) == ("assistant", "Speak like a pirate.")
+    name, prompt = routes.agent_for("calculator", settings)
+    assert (name, prompt) == ("calculator", get_agent("calculator").instructions)
+
+
+# -- how a handler's failure becomes a response -------------------------------------------------
+
+
+def respond(failure: Exception) -> func.HttpResponse:
+    async def failing_handler() -> func.HttpResponse:
+        raise failure
+
+    return asyncio.run(problems._respond(failing_handler, (), {}))
+
+
+def test_a_server_side_problem_is_logged_with_the_handler_and_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger=problems.logger.name):
+        response = respond(BackendUnavailableError("the task hub is away"))
+        assert response.status_code == 503
+        assert "Retry-After" not in response.headers
+        assert [r.getMessage() for r in caplog.records] == ["failing_handler failed: the task hub is away"]
+        caplog.clear()
+        assert respond(InvalidInputError("no")).status_code == 400
+        assert respond(ConflictError("taken")).status_code == 409
+        assert caplog.records == []  # the caller's own mistakes are not the host's warnings
+
+
+def test_only_a_rate_limit_says_when_to_retry() -> None:
+    limited = respond(RateLimitedError("slow down", retry_after=2.5))
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "3")
+    assert json.loads(limited.get_body())["code"] == "rate_limited"
+    assert "Retry-After" not in respond(InvalidInputError("no")).headers
+
+
+def test_an_unexpected_error_is_a_500_problem_without_its_details(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger=problems.logger.name):
+        response = respond(KeyError("secret-internal-detail"))
+    assert response.status_code == 500
+    body = json.loads(response.get_body())
+    assert (body["code"], body["status"]) == ("internal", 500)
+    assert body["detail"] == "The server hit an unexpected error; see the host log for details."
+    assert "secret-internal-detail" not in response.get_body().decode()
+    (record,) = caplog.records
+    assert record.getMessage() == "failing_handler failed unexpectedly" and record.exc_info is not None
+
+
+def test_a_bad_telemetry_setting_does_not_stop_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "not a connection string")
+    monkeypatch.setattr(telemetry, "_configured", None)
+    get_settings.cache_clear()
+    try:
+        problems._ensure_telemetry()  # the handler reports the setting; this must not raise
+    finally:
+        get_settings.cache_clear()
+
+
+# -- times and legacy threads ------------------------------------------------------------------
+
+
+def test_utc_now_is_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: far from UTC all year
+    time.tzset()
+    try:
+        stamp = shapes.utc_now()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert stamp.endswith("Z") and len(stamp) == len("2026-12-03T06:00:00.000Z")
+    read = datetime.fromisoformat(stamp.removesuffix("Z")).replace(tzinfo=UTC)
+    assert abs(datetime.now(UTC) - read) < timedelta(hours=1)
+
+
+def instance(custom_status: Any = None, input_: Any = None) -> OrchestrationState:
+    return OrchestrationState(
+        instance_id="t",
+        name="thread",
+        runtime_status=OrchestrationStatus.RUNNING,
+        created_at=datetime(2026, 1, 1),
+        last_updated_at=datetime(2026, 1, 1),
+        serialized_input=None if input_ is None else json.dumps(input_),
+        serialized_output=None,
+        serialized_custom_status=None if custom_status is None else json.dumps(custom_status),
+        failure_details=None,
+    )
+
+
+def test_a_thread_is_legacy_only_without_a_current_status_or_input() -> None:
+    status = ThreadStatus(state="idle", turn=1, message_count=2, last_seq=2, updated_at="x", agent="a")
+    current_input = {"schema": SCHEMA_VERSION, "config": {"owner": "o"}}
+    old_input = {"owner": "o", "history": []}
+    assert shapes.is_legacy(instance(None, old_input)) is True
+    assert shapes.is_legacy(instance(None, None)) is True
+    assert shapes.is_legacy(instance(None, current_input)) is False
+    assert shapes.is_legacy(instance(status.to_dict(), old_input)) is False  # migrated this step
+    assert shapes.is_legacy(instance({"state": "legacy"}, old_input)) is True
