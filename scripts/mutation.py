@@ -9,7 +9,9 @@ mutation.toml. For each module this:
 2. appends a [tool.mutmut] section to that snapshot's pyproject.toml: mutate the module's
    files only, run its tests only, one forked worker process per mutant;
 3. runs `mutmut run` there (niced), which records which tests call which function and
-   then runs, for each mutant, just those tests;
+   then runs, for each mutant, just those tests; with --sample N (or a module's `sample`
+   in mutation.toml) only N mutants drawn at random (seeded), for modules whose tests are
+   too slow to run every mutant: the score is then an estimate, reported with its margin;
 4. reads the results and prints the score and every surviving mutant (file:line, the
    line before and after), and writes them to .devhost/mutation/report.md and .json.
 
@@ -27,7 +29,9 @@ import ast
 import fnmatch
 import io
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -85,6 +89,8 @@ class ModuleResult:
     survivors: list[Survivor] = field(default_factory=list)
     untested: list[Survivor] = field(default_factory=list)
     seconds: float = 0.0
+    #: how many mutants the module has when only a sample of them was run
+    sampled_from: int | None = None
 
     @property
     def total(self) -> int:
@@ -101,6 +107,14 @@ class ModuleResult:
     def score(self, *, of_tested: bool = False) -> float | None:
         whole = self.tested if of_tested else self.total
         return self.detected / whole if whole else None
+
+    def margin(self) -> float | None:
+        """Half the 95% interval of a sampled score (normal approximation, finite population)."""
+        score = self.score()
+        if self.sampled_from is None or score is None or self.total >= self.sampled_from:
+            return None
+        correction = (self.sampled_from - self.total) / max(self.sampled_from - 1, 1)
+        return 1.96 * math.sqrt(score * (1 - score) / self.total * correction)
 
 
 def load_config() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -252,7 +266,13 @@ def describe(dest: Path, mutant: str, files: list[str]) -> Survivor:
 
 
 def run_module(
-    name: str, defaults: dict[str, Any], module: dict[str, Any], ref: str | None, workers: int
+    name: str,
+    defaults: dict[str, Any],
+    module: dict[str, Any],
+    ref: str | None,
+    workers: int,
+    sample: int | None = None,
+    seed: int = 1,
 ) -> ModuleResult:
     dest = WORK / name
     started = time.monotonic()
@@ -266,15 +286,24 @@ def run_module(
     print(f"==> {name}: {len(files)} file(s), tests {' '.join(module['tests'])} (log: {log})", flush=True)
     extra_env = {name: str(value) for name, value in module.get("env", {}).items()}
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **extra_env}
+    command = ["nice", "-n", "10", str(MUTMUT), "run", "--max-children", str(workers)]
     with log.open("wb") as out:
-        code = subprocess.run(
-            ["nice", "-n", "10", str(MUTMUT), "run", "--max-children", str(workers)],
-            cwd=dest,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            check=False,
-        ).returncode
+
+        def mutmut_run(*names: str) -> int:
+            return subprocess.run(
+                [*command, *names], cwd=dest, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+            ).returncode
+
+        if sample is None:
+            code = mutmut_run()
+        else:
+            # A name that matches nothing: mutmut generates the mutants and records which
+            # tests reach which function, then stops; the sample is drawn from what it made.
+            mutmut_run("no-such-mutant")
+            names = sorted(statuses(dest))
+            result.sampled_from = len(names)
+            chosen = random.Random(seed).sample(names, min(sample, len(names)))
+            code = mutmut_run(*chosen) if chosen else 1
     result.seconds = time.monotonic() - started
     found = statuses(dest)
     if code != 0 or not found:
@@ -294,6 +323,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+def _score(result: ModuleResult) -> str:
+    margin = result.margin()
+    if result.sampled_from is None or margin is None:
+        return _pct(result.score())
+    return f"{_pct(result.score())} ± {margin * 100:.1f} (sample of {result.total} of {result.sampled_from})"
+
+
 def render(results: list[ModuleResult], measured: str) -> str:
     lines = [
         f"# Mutation testing ({measured})",
@@ -304,7 +340,7 @@ def render(results: list[ModuleResult], measured: str) -> str:
     for r in results:
         lines.append(
             f"| {r.module} | {r.total} | {r.detected} | {r.counts.get('survived', 0)} | "
-            f"{r.counts.get('no tests', 0)} | {_pct(r.score())} | {_pct(r.score(of_tested=True))} | "
+            f"{r.counts.get('no tests', 0)} | {_score(r)} | {_pct(r.score(of_tested=True))} | "
             f"{r.seconds:.0f} s |"
         )
     for r in results:
@@ -334,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", default="HEAD", help="commit to test (default HEAD)")
     parser.add_argument("--worktree", action="store_true", help="test the working tree instead of a commit")
     parser.add_argument("--workers", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="run N random mutants per module (overrides mutation.toml)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the sample (default 1)")
     args = parser.parse_args(argv)
     defaults, modules = load_config()
     chosen = select(modules, args.modules)
@@ -349,10 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     measured = "working tree" if ref is None else f"commit {ref[:12]}"
     results = []
     for name in chosen:
-        result = run_module(name, defaults, modules[name], ref, args.workers)
+        sample = args.sample if args.sample is not None else modules[name].get("sample")
+        result = run_module(name, defaults, modules[name], ref, args.workers, sample, args.seed)
         results.append(result)
         print(
-            f"    {name}: {result.detected}/{result.total} detected ({_pct(result.score())}), "
+            f"    {name}: {result.detected}/{result.total} detected ({_score(result)}), "
             f"{result.counts.get('survived', 0)} survived, {result.counts.get('no tests', 0)} without tests, "
             f"{result.seconds:.0f} s{'' if result.status == 'ok' else ' -- ' + result.status}",
             flush=True,
