@@ -1,4 +1,4 @@
-"""A thread's whole life in the task hub: continue-as-new, deletion, purge, retention, upgrade.
+"""A thread's whole life in the task hub: continue-as-new, deletion, purge, retention.
 
 Each scenario runs devhost on SQLite and checks the promise from outside: through the API,
 and by scanning every table of the task hub file.
@@ -6,7 +6,6 @@ and by scanning every table of the task hub file.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,7 @@ from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
 from tests.integration.harness import Api, DevhostProcess, wait_until
-from tests.integration.taskhub_scan import entity_ids, rows_holding
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_taskhub_c39cc49.db"
+from tests.integration.taskhub_scan import rows_holding
 
 
 def start(folder: Path, model: FakeModelServer, db: Path | None = None, **env: str) -> DevhostProcess:
@@ -141,54 +138,5 @@ def test_retention_deletes_an_idle_thread_completely(
         assert time.monotonic() - idle_since >= 1.5  # not before it was idle for the retention
         wait_until(lambda: rows_holding(db, "short-lived") == [], timeout=30, what="storage deleted")
         assert rows_holding(db, marker) == []
-    finally:
-        assert devhost.stop() == 0, devhost.log()
-
-
-def test_a_task_hub_from_before_paging_reads_correctly_and_migrates_on_the_next_message(
-    fake_model: FakeModelServer, model: FakeModelServer, tmp_path: Path
-) -> None:
-    db = tmp_path / "taskhub.db"
-    shutil.copyfile(FIXTURE, db)
-    devhost = start(tmp_path, fake_model, db=db)
-    try:
-        api = devhost.api
-        listed = {t["thread_id"] for t in api.get("/api/threads?limit=50").json["threads"]}
-        assert {"legacy-talk", "legacy-empty", "legacy-failed"} <= listed
-        talk_thread = api.get("/api/threads/legacy-talk").json
-        assert "turn" in talk_thread, (talk_thread, devhost.log()[-3000:])
-        assert talk_thread["turn"] == 3 and talk_thread["message_count"] == 6
-        assert talk_thread["metadata"] == {"user": "ada"} and talk_thread["state"] == "idle"
-        old = api.get("/api/threads/legacy-talk/messages").json["messages"]
-        assert [(m["seq"], m["role"]) for m in old] == [(1, "system")] + [
-            (s, "user" if s % 2 == 0 else "assistant") for s in range(2, 8)
-        ]
-        assert old[3]["content"] == "Second message é ✓"
-        reply = api.get("/api/threads/legacy-talk/messages/lm2").json
-        assert reply["status"] == "answered" and reply["reply"]["content"] == "echo: Second message é ✓"
-
-        # the next message migrates the thread: numbering continues, the model sees the past
-        talk(api, "legacy-talk", "Do you remember me?")
-        assert "Hello there" in [m["content"] for m in model.requests[-1].messages]
-        new = api.get("/api/threads/legacy-talk/messages").json["messages"]
-        assert [m["seq"] for m in new] == list(range(1, 10))
-        assert new[:7] == old
-        assert api.get("/api/threads/legacy-talk").json["message_count"] == 8
-        wait_until(lambda: "@history@legacy-talk" not in entity_ids(db), what="legacy entity removed")
-        assert (
-            api.post(
-                "/api/threads/legacy-talk/messages?wait=5", {"content": "Hello there", "message_id": "lm1"}
-            ).json["reply"]["content"]
-            == "echo: Hello there"
-        )  # an old id still answers once
-
-        talk(api, "legacy-empty", "first words")
-        assert [m["role"] for m in api.get("/api/threads/legacy-empty/messages").json["messages"]] == [
-            "system",
-            "user",
-            "assistant",
-        ]
-        assert api.delete("/api/threads/legacy-failed").status == 204
-        assert rows_holding(db, "legacy-failed") == []
     finally:
         assert devhost.stop() == 0, devhost.log()
