@@ -51,6 +51,10 @@ def test_a_task_hub_from_before_paging_reads_correctly_and_migrates_on_the_next_
         reply = api.get("/api/threads/legacy-talk/messages/lm2").json
         assert reply["status"] == "answered" and reply["reply"]["content"] == "echo: Second message é ✓"
 
+        # a thread from before tools has no approvals to decide
+        refused = api.post("/api/threads/legacy-talk/approvals/call-1", {"approve": True})
+        assert (refused.status, refused.json["code"]) == (404, "not_found"), refused.body
+
         # the next message migrates the thread: numbering continues, the model sees the past
         talk(api, "legacy-talk", "Do you remember me?")
         assert "Hello there" in [m["content"] for m in model.requests[-1].messages]
