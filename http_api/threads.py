@@ -130,14 +130,19 @@ class ThreadService:
             count = ThreadState.from_input(raw_input).message_count
         else:  # a thread written before paged storage, not migrated yet
             count = message_count if message_count is not None else 0
+        # Without a status (a new generation has not published one yet, e.g. while a thread
+        # from before paging migrates) the input's turn and the instance's time stand in.
+        old_turn = raw_input.get("turn") if isinstance(raw_input, dict) else None
         return ThreadSummary(
             thread_id=instance.instance_id,
             agent=status.agent if status else config.agent,
             state=status.state if status else str(custom.get("state") or "idle"),
-            turn=status.turn if status else int(custom.get("turn") or 0),
+            turn=status.turn if status else int(custom.get("turn") or old_turn or 0),
             message_count=count,
             created_at=config.created_at,
-            updated_at=(status.updated_at if status else custom.get("updated_at")) or config.created_at,
+            updated_at=(status.updated_at if status else custom.get("updated_at"))
+            or _timestamp(instance.last_updated_at)
+            or config.created_at,
             runtime_status=status_name(instance.runtime_status),
             metadata=config.metadata,
             generation=status.generation if status else 0,
@@ -557,3 +562,11 @@ def _epoch(instance: OrchestrationState) -> float:
     """The instance's last update in epoch seconds, what a long-poll compares with (the
     client hands it over as a naive UTC datetime, which `.timestamp()` would read as local)."""
     return instance.last_updated_at.replace(tzinfo=UTC).timestamp()
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    """A naive UTC datetime from the client in the API's format; None for none (or the epoch,
+    which a backend may report for a time it does not keep)."""
+    if moment is None or moment.year <= 1970:
+        return None
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

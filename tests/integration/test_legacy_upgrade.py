@@ -61,6 +61,11 @@ def test_a_task_hub_from_before_paging_reads_correctly_and_migrates_on_the_next_
         new = api.get("/api/threads/legacy-talk/messages").json["messages"]
         assert [m["seq"] for m in new] == list(range(1, 10))
         assert new[:7] == old
+        migrated = api.get("/api/threads/legacy-talk").json
+        assert migrated["turn"] == 4 and migrated["metadata"] == {"user": "ada"}, migrated
+        reply_entry = new[8]
+        assert reply_entry["reply_to"] == new[7]["id"] and reply_entry["finish_reason"] == "stop"
+        assert set(reply_entry["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
         assert api.get("/api/threads/legacy-talk").json["message_count"] == 8
         wait_until(lambda: "@history@legacy-talk" not in entity_ids(db), what="legacy entity removed")
         assert (

@@ -10,11 +10,11 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import azure.functions as func
 import pytest
-from durabletask.client import OrchestrationState, OrchestrationStatus
+from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationState, OrchestrationStatus
 
 from agent import telemetry
 from agent.errors import (
@@ -31,6 +31,7 @@ from agent.thread import SCHEMA_VERSION, ThreadStatus
 from agents import get_agent
 from http_api import agents_api, problems, routes, shapes
 from http_api.problems import PROBLEM_TYPE_BASE, json_response, problem
+from http_api.threads import ThreadService
 
 
 def request(
@@ -552,3 +553,25 @@ def test_a_thread_is_legacy_only_without_a_current_status_or_input() -> None:
     assert shapes.is_legacy(instance(None, current_input)) is False
     assert shapes.is_legacy(instance(status.to_dict(), old_input)) is False  # migrated this step
     assert shapes.is_legacy(instance({"state": "legacy"}, old_input)) is True
+
+
+def test_a_thread_between_generations_keeps_its_turn_and_time() -> None:
+    """While a thread from before paging migrates, its new generation has published no
+    status yet: the summary takes the turn from the old input and the time from the instance."""
+    old_input = {"turn": 4, "owner": None, "metadata": {"user": "ada"}, "created_at": "2026-01-01T00:00:00Z"}
+    moment = instance(None, old_input)
+    moment = dataclasses.replace(moment, last_updated_at=datetime(2026, 5, 6, 7, 8, 9, 123000))
+    summary = ThreadService(cast(AsyncTaskHubGrpcClient, None))._summary(moment, message_count=8)
+    assert (summary.turn, summary.message_count, summary.state) == (4, 8, "idle")
+    assert summary.updated_at == "2026-05-06T07:08:09.123Z"
+    assert summary.metadata == {"user": "ada"}
+    # a backend that keeps no update time: the creation time stands in
+    unknown = dataclasses.replace(moment, last_updated_at=datetime(1970, 1, 1))
+    assert ThreadService(cast(AsyncTaskHubGrpcClient, None))._summary(unknown).updated_at == (
+        "2026-01-01T00:00:00Z"
+    )
+    # a published status wins over both
+    status = ThreadStatus(state="thinking", turn=5, message_count=9, last_seq=9, updated_at="s", agent="a")
+    published = dataclasses.replace(moment, serialized_custom_status=json.dumps(status.to_dict()))
+    current = ThreadService(cast(AsyncTaskHubGrpcClient, None))._summary(published)
+    assert (current.turn, current.updated_at, current.state) == (5, "s", "thinking")
