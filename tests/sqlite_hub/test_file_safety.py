@@ -55,6 +55,9 @@ def test_existing_loose_hub_files_are_tightened(tmp_path: pathlib.Path, permissi
     hub.stop()
     for name in ("taskhub.db", "taskhub.db.owner"):
         (tmp_path / name).chmod(0o644)
+    for name in ("taskhub.db-wal", "taskhub.db-shm"):  # left by a crash, with a loose mode
+        (tmp_path / name).touch(0o644)
+        (tmp_path / name).chmod(0o644)
     hub = SqliteSidecar(db)
     hub.start()
     try:
