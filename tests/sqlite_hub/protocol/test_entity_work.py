@@ -130,6 +130,44 @@ def test_work_item_filters(stub: Any) -> None:
         only_b.close()
 
 
+def test_work_item_filters_with_versions(stub: Any) -> None:
+    """A filter naming versions hands out only those versions; one naming none, every version."""
+    only_v2 = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(
+                orchestrations=[pb.OrchestrationFilter(name="v", versions=["2"])]
+            )
+        ),
+    )
+    try:
+        for iid, version in (("ver-1", "1"), ("ver-none", None), ("ver-2", "2")):  # v2 comes last
+            stub.StartInstance(
+                pb.CreateInstanceRequest(
+                    instanceId=iid,
+                    name="v",
+                    version=wrappers_pb2.StringValue(value=version) if version else None,
+                    input=wrappers_pb2.StringValue(value="1"),
+                )
+            )
+        item = only_v2.next()
+        assert item.orchestratorRequest.instanceId == "ver-2"
+        assert only_v2.empty_for(0.3)
+    finally:
+        only_v2.close()
+    any_version = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="v")])
+        ),
+    )
+    try:
+        taken = {any_version.next().orchestratorRequest.instanceId for _ in range(2)}
+        assert taken == {"ver-1", "ver-none"}
+    finally:
+        any_version.close()
+
+
 def test_entity_partial_and_failed_batches(stub: Any) -> None:
     """Unprocessed operations stay queued; a failed batch keeps state and fails the calls."""
     orch_stream = RawStream(
