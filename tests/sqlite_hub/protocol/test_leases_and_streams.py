@@ -271,24 +271,27 @@ def test_chunked_orchestrator_response(stub: Any) -> None:
         stream.close()
 
 
-def test_declared_concurrency_limits_outstanding_work(stub: Any) -> None:
-    stream = RawStream(stub, pb.GetWorkItemsRequest(maxConcurrentActivityWorkItems=1))
+@pytest.mark.parametrize("limit", [1, 2])
+def test_declared_concurrency_limits_outstanding_work(stub: Any, limit: int) -> None:
+    stream = RawStream(stub, pb.GetWorkItemsRequest(maxConcurrentActivityWorkItems=limit))
+    instance_id = f"limit-{limit}"
     try:
-        start(stub, "limit-1")
+        start(stub, instance_id)
         step = stream.next()
         actions = [
-            pb.OrchestratorAction(id=i, scheduleTask=pb.ScheduleTaskAction(name=f"work{i}")) for i in (1, 2)
+            pb.OrchestratorAction(id=i, scheduleTask=pb.ScheduleTaskAction(name=f"work{i}"))
+            for i in range(1, limit + 2)
         ]
         stub.CompleteOrchestratorTask(
             pb.OrchestratorResponse(
-                instanceId="limit-1", completionToken=step.completionToken, actions=actions
+                instanceId=instance_id, completionToken=step.completionToken, actions=actions
             )
         )
-        first = stream.next()
-        assert first.activityRequest.name == "work1"
-        assert stream.empty_for(0.3)  # one activity outstanding is the declared limit
+        handed = [stream.next() for _ in range(limit)]
+        assert [w.activityRequest.name for w in handed] == [f"work{i}" for i in range(1, limit + 1)]
+        assert stream.empty_for(0.3)  # `limit` activities outstanding is the declared limit
         stub.CompleteActivityTask(
-            pb.ActivityResponse(instanceId="limit-1", taskId=1, completionToken=first.completionToken)
+            pb.ActivityResponse(instanceId=instance_id, taskId=1, completionToken=handed[0].completionToken)
         )
         kinds = {stream.next().WhichOneof("request") for _ in range(2)}
         assert kinds == {"activityRequest", "orchestratorRequest"}
