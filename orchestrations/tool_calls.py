@@ -121,15 +121,7 @@ def run_tool_calls(
         except (
             task.TaskFailedError
         ) as failed:  # run_tool reports tool errors as results; this is the host failing
-            outputs = [
-                {
-                    "call_id": c["id"],
-                    "name": c["name"],
-                    "content": f"error: {failed.details.message}",
-                    "is_error": True,
-                }
-                for c in runnable
-            ]
+            outputs = [{"content": f"error: {failed.details.message}", "is_error": True} for _ in runnable]
         for call, output in zip(runnable, outputs, strict=True):
             output = output if isinstance(output, dict) else {}
             results[str(call["id"])] = ToolOutcome(

@@ -168,7 +168,8 @@ def test_a_denied_tool_does_not_run_and_the_model_hears_why(api: Api, model: Fak
     assert "denied" in done["reply"]["content"] and "not now" in done["reply"]["content"]
     assert api.get(f"/api/threads/{thread_id}/notes").json["notes"] == []
     (tool,) = [e for e in entries(api, thread_id) if e["role"] == "tool"]
-    assert tool["approval"] == "denied"
+    assert (tool["approval"], tool["name"], tool["is_error"]) == ("denied", "save_note", True)
+    assert tool["content"] == "denied: the user did not allow save_note (not now)"
 
 
 def test_an_approval_nobody_gives_times_out(api: Api, model: FakeModelServer) -> None:
@@ -180,6 +181,40 @@ def test_an_approval_nobody_gives_times_out(api: Api, model: FakeModelServer) ->
     assert "timed out" in done["reply"]["content"]
     (tool,) = [e for e in entries(api, thread_id) if e["role"] == "tool"]
     assert tool["approval"] == "timed_out" and api.get(f"/api/threads/{thread_id}/notes").json["notes"] == []
+    assert (tool["name"], tool["is_error"]) == ("save_note", True)
+    assert tool["content"].startswith("timed out: nobody approved save_note within ")
+
+
+def test_two_approvals_are_decided_one_at_a_time(api: Api, model: FakeModelServer) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(
+        steps.tool_calls(
+            [
+                {"name": "save_note", "arguments": {"text": "first"}},
+                {"name": "save_note", "arguments": {"text": "second"}},
+            ]
+        )
+    )
+    posted = api.post(f"/api/threads/{thread_id}/messages", {"content": "note both"})
+    both = wait_until(lambda: pending(api, thread_id), what="two approval requests")
+    assert [a["arguments"]["text"] for a in both] == ["first", "second"]
+    answering = api.get(posted.json["reply_url"]).json
+    assert answering["status"] == "answering"
+    assert api.post(both[0]["approve_url"], {"approve": True}).status == 202
+    # the thread still waits, now for the second call only
+    wait_until(
+        lambda: [a["call_id"] for a in pending(api, thread_id)] == [both[1]["call_id"]], what="one left"
+    )
+    assert api.post(both[1]["approve_url"], {"approve": False}).status == 202
+    done = api.get(posted.json["reply_url"] + "?wait=30").json
+    assert done["status"] == "answered"
+    tools = [e for e in entries(api, thread_id) if e["role"] == "tool"]
+    assert [(t["approval"], t.get("is_error", False)) for t in tools] == [
+        ("approved", False),
+        ("denied", True),
+    ]
+    assert tools[1]["content"] == "denied: the user did not allow save_note"
+    assert [n["text"] for n in api.get(f"/api/threads/{thread_id}/notes").json["notes"]] == ["first"]
 
 
 def test_tool_pairs_survive_the_context_window(

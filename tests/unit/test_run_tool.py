@@ -28,6 +28,7 @@ from devhost.backends import MemoryBackend
 from devhost.invoker import Invoker
 from devhost.work_items import WorkItemDriver
 from entities import storage
+from orchestrations import tool_calls
 from tools.registry import ToolContext, ToolError, ToolRegistry
 from tools.runner import MAX_RESULT_BYTES, ToolCall, ToolRequest, ToolResult, cap, run_tool
 
@@ -337,3 +338,22 @@ def test_save_note_stores_one_note_per_call_id_through_the_real_activity() -> No
     notes = state["notes"]
     assert [(n["id"], n["text"]) for n in notes] == [("call_a", "first note"), ("call_b", "second note")]
     assert all(n["created_at"].endswith("Z") for n in notes)
+
+
+# -- how the orchestration reads an approval decision ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected"),
+    [
+        ({"approve": True, "reason": "fine"}, (True, "fine")),
+        ({"approve": True}, (True, "")),
+        ({"approve": False, "reason": "not now"}, (False, "not now")),
+        ({"approve": "yes"}, (False, "")),  # only true approves
+        ({"approve": True, "reason": 7}, (True, "")),
+        (None, (False, "the decision was not understood")),
+        ("approve", (False, "the decision was not understood")),
+    ],
+)
+def test_anything_but_approve_true_is_a_denial(decision: Any, expected: tuple[bool, str]) -> None:
+    assert tool_calls._decision(decision) == expected
