@@ -93,11 +93,7 @@ class ThreadSummary:
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["tools"] = list(self.tools)
-        data["pending_approvals"] = [
-            {k: v for k, v in p.items() if k != "decision"}
-            for p in self.pending_approvals
-            if "decision" not in p
-        ]
+        data["pending_approvals"] = [dict(p) for p in self.pending_approvals if "decision" not in p]
         return data
 
 

@@ -20,6 +20,7 @@ from agent import telemetry
 from agent.errors import (
     BackendUnavailableError,
     ConflictError,
+    DurableAgentError,
     InvalidInputError,
     PayloadTooLargeError,
     UnauthorizedError,
@@ -479,6 +480,9 @@ def test_a_server_side_problem_is_logged_with_the_handler_and_message(
         assert response.status_code == 503
         assert "Retry-After" not in response.headers
         assert [r.getMessage() for r in caplog.records] == ["failing_handler failed: the task hub is away"]
+        caplog.clear()
+        assert respond(DurableAgentError("a plain 500")).status_code == 500  # 500 itself is logged
+        assert [r.getMessage() for r in caplog.records] == ["failing_handler failed: a plain 500"]
         caplog.clear()
         assert respond(InvalidInputError("no")).status_code == 400
         assert respond(ConflictError("taken")).status_code == 409
