@@ -60,7 +60,12 @@ def test_one_tool_call_runs_and_its_result_reaches_the_model(api: Api, model: Fa
     model.enqueue(steps.tool_calls([{"name": "calculate", "arguments": {"expression": "6*7"}}]))
     answer = ask(api, thread_id, "What is six times seven?")
     assert answer["reply"]["content"] == "echo: tool: 42"  # the echo of the tool result
-    roles = [(e["role"], bool(e.get("tool_calls"))) for e in entries(api, thread_id)]
+    stored = entries(api, thread_id)
+    assert [e["seq"] for e in stored] == [1, 2, 3, 4, 5]  # every entry numbered, none skipped
+    calls_entry = stored[2]
+    assert set(calls_entry["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert calls_entry["finish_reason"] == "tool_calls" and calls_entry["reply_to"] == stored[1]["id"]
+    roles = [(e["role"], bool(e.get("tool_calls"))) for e in stored]
     assert roles == [
         ("system", False),
         ("user", False),
