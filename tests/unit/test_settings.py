@@ -17,6 +17,7 @@ from agent.settings import (
     DEFAULT_SYSTEM_PROMPT,
     AzureOpenAISettings,
     OpenAICompatibleSettings,
+    Settings,
     get_settings,
     load_settings,
 )
@@ -246,3 +247,84 @@ def test_the_model_is_described_without_keys_or_full_urls() -> None:
     assert local is not None and describe_model(local) == "OpenAI-compatible model m at 127.0.0.1:9"
     public = load_settings({"OPENAI_MODEL": "m"}).model
     assert public is not None and "OPENAI_BASE_URL unset" in describe_model(public)
+
+
+# Each number setting: (variable, where it lands, default, lowest, highest, a step past the edge).
+NUMBERS: list[tuple[str, Callable[[Settings], object], float, float, float, float]] = [
+    ("PAYLOAD_CAP_BYTES", lambda s: s.payload_cap_bytes, 256 * 1024, 64 * 1024, 4 * 1024 * 1024, 1),
+    ("REPLY_POLL_INITIAL_MS", lambda s: s.reply_poll_initial_ms, 20, 1, 60_000, 1),
+    ("REPLY_POLL_MAX_MS", lambda s: s.reply_poll_max_ms, 500, 1, 60_000, 1),
+    ("MODEL_TIMEOUT_SECONDS", lambda s: s.retry.timeout_seconds, 60.0, 0.1, 600.0, 0.01),
+    ("MODEL_MAX_ATTEMPTS", lambda s: s.retry.max_attempts, 5, 1, 20, 1),
+    ("MODEL_RETRY_MAX_SECONDS", lambda s: s.retry.max_total_seconds, 120.0, 0.1, 1800.0, 0.01),
+    ("THREAD_RETENTION_DAYS", lambda s: s.thread_retention_days, 0, 0.000001, 36_500.0, 0.0000005),
+    ("MAINTENANCE_INTERVAL_SECONDS", lambda s: s.maintenance_interval_seconds, 3600.0, 0.5, 86_400.0, 0.1),
+    ("RATE_LIMIT_MESSAGES_PER_MINUTE", lambda s: s.limits.messages_per_minute, 60, 0, 1_000_000, 1),
+    ("RATE_LIMIT_THREADS_PER_PRINCIPAL", lambda s: s.limits.threads_per_principal, 1000, 0, 10_000_000, 1),
+    ("RATE_LIMIT_TOKENS_PER_DAY", lambda s: s.limits.tokens_per_day, 0, 0, 10_000_000_000, 1),
+    ("APPROVAL_TIMEOUT_SECONDS", lambda s: s.approval_timeout_seconds, 86_400.0, 1.0, 30 * 86_400.0, 0.5),
+    ("MAX_TOOL_ROUNDS", lambda s: s.max_tool_rounds, 8, 1, 50, 1),
+    ("MODEL_MAX_OUTPUT_TOKENS", lambda s: s.max_output_tokens, 0, 1, 32_768, 1),
+]
+
+
+def _text_of(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+#: what each setting's edges need from the others (a small cap needs a small window; the
+#: poll intervals must stay ordered)
+COMPANIONS = {
+    "PAYLOAD_CAP_BYTES": {"CONTEXT_WINDOW_BYTES": "1000"},
+    "REPLY_POLL_INITIAL_MS": {"REPLY_POLL_MAX_MS": "60000"},
+    "REPLY_POLL_MAX_MS": {"REPLY_POLL_INITIAL_MS": "1"},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "read", "default", "low", "high", "step"), NUMBERS, ids=[n[0] for n in NUMBERS]
+)
+def test_number_settings_have_their_default_and_exact_range(
+    name: str, read: Callable[[Settings], object], default: float, low: float, high: float, step: float
+) -> None:
+    if name not in ("THREAD_RETENTION_DAYS", "MODEL_MAX_OUTPUT_TOKENS"):  # those are off unless set
+        assert read(load_settings({})) == default
+    others = COMPANIONS.get(name, {})
+    assert read(load_settings({**others, name: _text_of(low)})) == low
+    assert read(load_settings({**others, name: _text_of(high)})) == high
+    for outside in (low - step, high + step):
+        with pytest.raises(ConfigurationError, match=rf"^{name}=\S+ is out of range; use "):
+            load_settings({**others, name: _text_of(outside)})
+
+
+def test_context_window_limits_follow_the_payload_cap() -> None:
+    assert load_settings({"CONTEXT_WINDOW_BYTES": "1000"}).context_window_bytes == 1000
+    with pytest.raises(ConfigurationError, match=r"^CONTEXT_WINDOW_BYTES=999 is out of range"):
+        load_settings({"CONTEXT_WINDOW_BYTES": "999"})
+    room = 256 * 1024 - 16 * 1024 - 16 * 1024  # the cap less the request overhead and the prompt
+    assert load_settings({"CONTEXT_WINDOW_BYTES": str(room)}).context_window_bytes == room
+    with pytest.raises(ConfigurationError) as too_big:
+        load_settings({"CONTEXT_WINDOW_BYTES": str(room + 1)})
+    assert too_big.value.message == (
+        f"CONTEXT_WINDOW_BYTES={room + 1} does not fit PAYLOAD_CAP_BYTES={256 * 1024}; use at most "
+        f"{room} or raise PAYLOAD_CAP_BYTES."
+    )
+    big = {"PAYLOAD_CAP_BYTES": str(4 * 1024 * 1024), "CONTEXT_WINDOW_BYTES": "4000000"}
+    assert load_settings(big).context_window_bytes == 4_000_000
+
+
+def test_the_poll_ceiling_may_not_be_below_the_first_interval() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"REPLY_POLL_INITIAL_MS": "300", "REPLY_POLL_MAX_MS": "200"})
+    assert caught.value.message == "REPLY_POLL_MAX_MS=200 is below REPLY_POLL_INITIAL_MS=300; raise it."
+    assert (
+        load_settings({"REPLY_POLL_INITIAL_MS": "300", "REPLY_POLL_MAX_MS": "300"}).reply_poll_max_ms == 300
+    )
+
+
+@pytest.mark.parametrize("name", ["AUTH_ISSUER", "AUTH_JWKS_URL"])
+def test_auth_urls_must_be_http_urls_and_are_named(name: str) -> None:
+    env = {"AUTH_MODE": "entra", "AUTH_TENANT_ID": "t", "AUTH_AUDIENCE": "api://x", name: "ftp://nope"}
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env)
+    assert caught.value.message == f"{name}='ftp://nope' must be an http(s) URL."
