@@ -100,6 +100,13 @@ def test_model_call_span_records_usage_latency_and_finish_reason(spans: InMemory
     assert REPLY not in _everything_recorded(span)
 
 
+@pytest.mark.parametrize(("total", "recorded"), [(0, 150), (999, 999)])
+def test_a_reply_without_a_total_gets_the_sum(spans: InMemorySpanExporter, total: int, recorded: int) -> None:
+    with telemetry.model_call_span("t", 1, "m") as call:
+        call.record_reply(_Reply(usage=_Usage(total_tokens=total)))
+    assert dict(_only(spans).attributes or {})[telemetry.ATTR_TOTAL_TOKENS] == recorded
+
+
 def test_record_usage_computes_total_when_missing(spans: InMemorySpanExporter) -> None:
     with telemetry.model_call_span("t", 1, "m") as call:
         call.record_usage(10, 5)
@@ -118,6 +125,9 @@ def test_model_call_span_records_error_type_but_not_message(spans: InMemorySpanE
     assert attrs[telemetry.ATTR_ERROR_TYPE] == "_LeakyModelError"
     assert attrs[telemetry.ATTR_ERROR_CODE] == "model_error"
     assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "_LeakyModelError"  # the type, never the message
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == telemetry.TRACER_NAME
     assert telemetry.ATTR_LATENCY_MS in attrs
     assert span.events == ()
     recorded = _everything_recorded(span)
@@ -255,8 +265,15 @@ def _fake_distro(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def test_connection_string_configures_azure_monitor_once_with_managed_identity(
     fresh_state: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import azure.identity
     from azure.identity import ManagedIdentityCredential
 
+    class RecordingCredential(ManagedIdentityCredential):
+        def __init__(self, *, client_id: str | None = None) -> None:
+            super().__init__(client_id=client_id)
+            self.client_id_given = client_id
+
+    monkeypatch.setattr(azure.identity, "ManagedIdentityCredential", RecordingCredential)
     calls = _fake_distro(monkeypatch)
     settings = load_settings(
         {
@@ -275,6 +292,10 @@ def test_connection_string_configures_azure_monitor_once_with_managed_identity(
     assert kwargs["connection_string"] == CONNECTION_STRING
     assert isinstance(kwargs["credential"], ManagedIdentityCredential)
     assert kwargs["resource"].attributes["service.name"] == telemetry.SERVICE_NAME
+    assert kwargs["logger_name"] == "agent"  # the app's own log records, not every library's
+    credential = kwargs["credential"]
+    assert isinstance(credential, RecordingCredential)
+    assert credential.client_id_given == CLIENT_ID  # the app's identity, not the host's
 
 
 def test_client_id_from_environment_when_model_is_not_azure(
