@@ -47,7 +47,7 @@ def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
 class JwksServer:
     """Serves `keys` as a JWKS document and counts the fetches."""
 
-    keys: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)
     hits: int = 0
     status: int = 200
     server: ThreadingHTTPServer | None = None
@@ -485,3 +485,40 @@ def test_mode_app_service_trusts_the_platform_header(env: dict[str, str]) -> Non
     assert principal_for({"x-ms-client-principal-id": "user-2"}, settings) == "user-2"
     with pytest.raises(UnauthorizedError, match="Sign in"):
         principal_for({}, settings)
+
+
+def test_only_rsa_signing_keys_with_an_id_are_taken_from_the_key_set(
+    jwks: JwksServer, signing_key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey
+) -> None:
+    unused = {k: v for k, v in jwk(other_key, "no-use").items() if k != "use"}  # `use` defaults to sig
+    jwks.keys = [
+        {**jwk(other_key, "enc-1"), "use": "enc"},  # an encryption key first: skipped, not the end
+        {"kty": "EC", "kid": "ec-1", "crv": "P-256"},
+        {k: v for k, v in jwk(other_key, "x").items() if k != "kid"},
+        "not a key",
+        unused,
+        jwk(signing_key, "key-1"),
+    ]
+    validator = EntraTokenValidator(entra_settings(jwks.url).auth)
+    settings = entra_settings(jwks.url)
+    assert principal_for(bearer(token(signing_key)), settings, validator=validator) == USER_OID
+    assert principal_for(bearer(token(other_key, kid="no-use")), settings, validator=validator) == USER_OID
+    refused = rejected(bearer(token(other_key, kid="enc-1")), settings, validator)
+    assert "enc-1" in refused and "not one of this tenant's published signing keys" in refused
+
+
+def test_the_key_fetch_gets_the_configured_timeout_and_only_http_urls() -> None:
+    seen: list[tuple[str, float]] = []
+
+    def fetch(url: str, timeout: float) -> Any:
+        seen.append((url, timeout))
+        raise OSError("offline")
+
+    config = entra_settings("https://keys.example/jwks").auth
+    validator = EntraTokenValidator(config, fetch=fetch, timeout_seconds=2.5)
+    with pytest.raises(SigningKeysUnavailableError) as caught:
+        validator.key_for("k")
+    assert seen == [("https://keys.example/jwks", 2.5)]
+    assert caught.value.retryable is True and "(OSError)" in caught.value.message
+    with pytest.raises(ValueError, match=r"^the key set URL is not http\(s\)$"):
+        auth._fetch_json("file:///etc/passwd", 1.0)
