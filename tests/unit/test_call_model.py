@@ -458,3 +458,13 @@ def test_the_trigger_raises_a_public_copy_of_a_model_error(
     assert copy.retryable is retryable
     assert "the model endpoint" in copy.message
     assert "azure.com" not in copy.message and "10.1.2.3" not in copy.message
+
+
+def test_minimal_payloads_read_with_their_defaults() -> None:
+    reply = ModelReply.from_dict({"content": "hi"})
+    assert (reply.model, reply.finish_reason, reply.latency_ms, reply.usage) == ("", "", 0, Usage(0, 0, 0))
+    call = ModelReply.from_dict({"content": "", "tool_calls": [{"id": "c", "name": "n"}]}).tool_calls[0]
+    assert call["arguments"] == ""  # a call without arguments has empty ones
+    message = [{"role": "user", "content": "q"}]
+    assert ModelRequest.from_dict({"messages": message}).max_reply_bytes == 64 * 1024
+    assert ModelRequest.from_dict({"messages": message, "max_reply_bytes": 1000}).max_reply_bytes == 1000
