@@ -522,3 +522,23 @@ def test_the_key_fetch_gets_the_configured_timeout_and_only_http_urls() -> None:
     assert caught.value.retryable is True and "(OSError)" in caught.value.message
     with pytest.raises(ValueError, match=r"^the key set URL is not http\(s\)$"):
         auth._fetch_json("file:///etc/passwd", 1.0)
+
+
+def test_fresh_keys_are_reused_for_hours_without_a_fetch(
+    settings: Settings, jwks: JwksServer, signing_key: rsa.RSAPrivateKey
+) -> None:
+    clock = Clock()
+    validator = EntraTokenValidator(settings.auth, clock=clock, min_refetch_seconds=60)
+    assert validator.principal(token(signing_key)) == USER_OID
+    for _ in range(3):
+        clock.now += 3600  # well past every refetch floor, well within the key age limit
+        assert validator.principal(token(signing_key)) == USER_OID
+    assert jwks.hits == 1
+
+
+def test_an_oversized_bearer_token_is_refused_before_any_work(
+    settings: Settings, validator: EntraTokenValidator
+) -> None:
+    message = rejected(bearer("x" * (16 * 1024 + 1)), settings, validator)
+    assert message == "The bearer token is longer than 16384 bytes; it is not one."
+    assert validator.fetch_count == 0

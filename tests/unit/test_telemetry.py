@@ -4,6 +4,7 @@ with the managed identity when there is one."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -344,3 +345,21 @@ def test_deployment_installs_the_distro() -> None:
         if "==" in line and not line.lstrip().startswith("#")
     }
     assert {"azure-monitor-opentelemetry", "azure-identity"} <= pins
+
+
+@pytest.mark.parametrize(
+    ("client_id", "how"), [(CLIENT_ID, "managed identity"), (None, "connection string only")]
+)
+def test_turning_export_on_is_logged_with_how_it_authenticates(
+    fresh_state: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    client_id: str | None,
+    how: str,
+) -> None:
+    _fake_distro(monkeypatch)
+    with caplog.at_level(logging.INFO, logger=telemetry.logger.name):
+        assert telemetry._configure_azure_monitor(CONNECTION_STRING, client_id) is True
+    assert [r.getMessage() for r in caplog.records if r.name == telemetry.logger.name] == [
+        f"OpenTelemetry export to Azure Monitor is on ({how})"
+    ]
