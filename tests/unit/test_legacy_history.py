@@ -269,3 +269,18 @@ def test_the_entity_get_pages_with_defaults_and_checks_its_numbers() -> None:
     for bad, name in (({"after": "1"}, "after"), ({"limit": True}, "limit")):
         with pytest.raises(InvalidInputError, match=rf"^'{name}' must be an integer$"):
             apply_operation(state, "get", bad)
+
+
+def test_the_entity_operations_read_their_arguments() -> None:
+    state = build(*(entry(f"m{i}", content="x" * 100) for i in range(10)))
+    _, whole = apply_operation(state, "window", {})  # the default budget holds all of it
+    _, cut = apply_operation(state, "window", {"budget_bytes": 300})
+    assert len(whole) == 10 and 0 < len(cut) < 10
+    _, chunk = apply_operation(state, "export", {"after": 2, "max_bytes": 450})
+    assert chunk == history.export(state, after=2, max_bytes=450)
+    assert chunk["entries"][0]["seq"] == 3 and chunk["next_after"] is not None  # cut by max_bytes
+    _, everything = apply_operation(state, "export", {})
+    assert [e["seq"] for e in everything["entries"]] == list(range(1, 11))
+    for operation, name in (("window", "budget_bytes"), ("export", "after"), ("export", "max_bytes")):
+        with pytest.raises(InvalidInputError, match=name):
+            apply_operation(state, operation, {name: "lots"})
