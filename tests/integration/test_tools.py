@@ -79,6 +79,19 @@ def test_one_tool_call_runs_and_its_result_reaches_the_model(api: Api, model: Fa
     assert api.get(f"/api/threads/{thread_id}").json["message_count"] == 2
 
 
+def test_a_thread_of_another_agent_speaks_with_its_instructions_and_tools(
+    api: Api, model: FakeModelServer
+) -> None:
+    thread_id = new_thread(api, agent="calculator")
+    assert api.get(f"/api/threads/{thread_id}").json["agent"] == "calculator"
+    ask(api, thread_id, "2+2?")
+    sent = model.requests[-1]
+    assert sent.tool_names == ["calculate"]  # the calculator's tools only
+    assert sent.body["temperature"] == 0.0
+    system = sent.messages[0]
+    assert system["role"] == "system" and system["content"].startswith("You are a calculator")
+
+
 def test_two_calls_from_one_reply_both_run(api: Api, model: FakeModelServer) -> None:
     thread_id = new_thread(api)
     model.enqueue(
