@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 from typing import Any
 
+from orchestrations.thread import MAX_TURNS_PER_GENERATION
 from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import unique
@@ -57,6 +58,20 @@ def test_three_turns_send_the_earlier_turns_to_the_model(
     thread = api.get(f"/api/threads/{thread_id}").json
     assert thread["turn"] == 3 and thread["message_count"] == 6 and thread["state"] == "idle"
     assert thread["runtime_status"] == "Running"
+
+
+def test_a_thread_carries_on_across_generations(api: Api, thread_id: str, model: FakeModelServer) -> None:
+    """Every MAX_TURNS_PER_GENERATION turns the orchestration continues as new: the next
+    turn still sees the whole conversation, and the status counts the generation."""
+    for n in range(1, MAX_TURNS_PER_GENERATION + 2):
+        assert send(api, thread_id, f"turn {n}")["reply"]["content"] == f"echo: turn {n}"
+    thread = api.get(f"/api/threads/{thread_id}").json
+    assert thread["generation"] == 1 and thread["turn"] == MAX_TURNS_PER_GENERATION + 1
+    users = [m["content"] for m in model.requests[-1].messages if m["role"] == "user"]
+    assert users == [f"turn {n}" for n in range(1, MAX_TURNS_PER_GENERATION + 2)]
+    stored = api.get(f"/api/threads/{thread_id}/messages?limit=200").json["messages"]
+    assert stored[0]["id"] == "system" and stored[0]["created_at"] == thread["created_at"]
+    assert [m["seq"] for m in stored] == list(range(1, 2 * (MAX_TURNS_PER_GENERATION + 1) + 2))
 
 
 def test_messages_are_answered_once_each_in_arrival_order(
