@@ -79,6 +79,41 @@ class Survivor:
     after: list[str]
 
 
+# Upper-case keywords mark a string as SQL (this code writes SQL that way); SQLite reads
+# keywords and identifiers in any case.
+_SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|PRAGMA|FROM|WHERE|VALUES|GROUP BY|ORDER BY)\b")
+_CODECS = {"utf-8", "utf8", "ascii"}
+# A quoted string with what comes before it (to see a sqlite3.Row key: row["name"]).
+_QUOTED = re.compile(r"""(\w*\[)?("[^"]*"|'[^']*')""")
+_ROW_NAMES = {"row[", "cand[", "req[", "owner[", "r["}
+
+
+def equivalence(survivor: Survivor) -> str | None:
+    """Why a surviving mutant cannot change behaviour, for the one class this is certain
+    of: a string whose letter case was changed where case is ignored (SQL text, a
+    sqlite3.Row key, a codec name). None for every other survivor."""
+    if len(survivor.before) != len(survivor.after) or not survivor.before:
+        return None
+    for before, after in zip(survivor.before, survivor.after, strict=True):
+        if before == after:
+            continue
+        if before.lower() != after.lower():
+            return None
+        old, new = _QUOTED.findall(before), _QUOTED.findall(after)
+        if len(old) != len(new):
+            return None
+        differing = [
+            (prefix, text) for (prefix, text), (_, other) in zip(old, new, strict=True) if text != other
+        ]
+        if not differing:
+            return None  # the case changed outside a string
+        for prefix, text in differing:
+            inner = text[1:-1]
+            if not (_SQL.search(inner) or inner.lower() in _CODECS or prefix in _ROW_NAMES):
+                return None
+    return "letter case only, where case is ignored (SQL text, sqlite3.Row keys, codec names)"
+
+
 @dataclass
 class ModuleResult:
     module: str
@@ -104,8 +139,14 @@ class ModuleResult:
     def tested(self) -> int:
         return self.total - self.counts.get("no tests", 0)
 
-    def score(self, *, of_tested: bool = False) -> float | None:
+    @property
+    def equivalent(self) -> int:
+        return sum(1 for s in self.survivors if equivalence(s) is not None)
+
+    def score(self, *, of_tested: bool = False, of_distinct: bool = False) -> float | None:
         whole = self.tested if of_tested else self.total
+        if of_distinct:
+            whole -= self.equivalent
         return self.detected / whole if whole else None
 
     def margin(self) -> float | None:
@@ -334,13 +375,14 @@ def render(results: list[ModuleResult], measured: str) -> str:
     lines = [
         f"# Mutation testing ({measured})",
         "",
-        "| module | mutants | killed/timeout | survived | no tests | score | score of tested | time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| module | mutants | killed/timeout | survived | of them equivalent | no tests | score "
+        "| score without equivalent | time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         lines.append(
-            f"| {r.module} | {r.total} | {r.detected} | {r.counts.get('survived', 0)} | "
-            f"{r.counts.get('no tests', 0)} | {_score(r)} | {_pct(r.score(of_tested=True))} | "
+            f"| {r.module} | {r.total} | {r.detected} | {r.counts.get('survived', 0)} | {r.equivalent} | "
+            f"{r.counts.get('no tests', 0)} | {_score(r)} | {_pct(r.score(of_distinct=True))} | "
             f"{r.seconds:.0f} s |"
         )
     for r in results:
@@ -354,7 +396,8 @@ def render(results: list[ModuleResult], measured: str) -> str:
             for m in mutants:
                 where = f"{m.file}:{m.line}" if m.line else m.file
                 change = f"`{' / '.join(m.before) or '(nothing)'}` -> `{' / '.join(m.after) or '(removed)'}`"
-                lines.append(f"- {where} {change} ({m.name})")
+                why = equivalence(m) if title == "surviving" else None
+                lines.append(f"- {where} {change} ({m.name})" + (f" [equivalent: {why}]" if why else ""))
     return "\n".join(lines) + "\n"
 
 

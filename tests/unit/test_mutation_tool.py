@@ -65,3 +65,35 @@ def test_every_configured_module_names_existing_files_and_tests(tool: ModuleType
             assert list(ROOT.glob(pattern)), f"{name}: {pattern} matches nothing"
         for test_path in module["tests"]:
             assert (ROOT / test_path).exists(), f"{name}: {test_path} does not exist"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "equivalent"),
+    [
+        ('conn.execute("PRAGMA user_version")', 'conn.execute("PRAGMA USER_VERSION")', True),
+        ('sql = "SELECT * FROM entities"', 'sql = "select * from entities"', True),
+        ('if row["locked_by"] is None:', 'if row["LOCKED_BY"] is None:', True),
+        ('text = raw.decode("utf-8")', 'text = raw.decode("UTF-8")', True),
+        # case matters in messages, header values, dictionary keys of our own
+        ('raise ValueError("the key set URL")', 'raise ValueError("THE KEY SET URL")', False),
+        ('entry["attempt"] = 1', 'entry["ATTEMPT"] = 1', False),
+        ('log.info("dropping %s", row["id"])', 'log.info("DROPPING %S", row["id"])', False),
+        # not a case change at all
+        ('conn.execute("PRAGMA user_version")', 'conn.execute("XXPRAGMA user_versionXX")', False),
+        ("x = a + 1", "x = a + 2", False),
+    ],
+)
+def test_only_case_changes_where_case_is_ignored_count_as_equivalent(
+    tool: ModuleType, before: str, after: str, equivalent: bool
+) -> None:
+    survivor = tool.Survivor("m", "f.py", 1, [before], [after])
+    assert (tool.equivalence(survivor) is not None) is equivalent
+
+
+def test_equivalent_survivors_leave_the_distinct_score(tool: ModuleType) -> None:
+    sql = tool.Survivor("a", "f.py", 1, ['x("SELECT 1")'], ['x("select 1")'])
+    real = tool.Survivor("b", "f.py", 2, ["n = 1"], ["n = 2"])
+    r = result(tool, {"killed": 8, "survived": 2})
+    r.survivors = [sql, real]
+    assert r.equivalent == 1
+    assert r.score() == pytest.approx(0.8) and r.score(of_distinct=True) == pytest.approx(8 / 9)
