@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -38,7 +39,8 @@ def test_events_follow_a_turn_and_a_reconnect_gets_only_what_it_missed(
     last = first[-1]["id"]
 
     model.enqueue(steps.reply("slow reply", delay=1.0))
-    assert api.post(f"/api/threads/{thread_id}/messages", {"content": "hi there"}).status == 202
+    posted = api.post(f"/api/threads/{thread_id}/messages", {"content": "hi there"})
+    assert posted.status == 202
     started = time.monotonic()
     taken = [e for e in read_events(api, thread_id, last) if e["event"]]
     assert time.monotonic() - started < 5  # answered on the change, not at the timeout
@@ -53,7 +55,10 @@ def test_events_follow_a_turn_and_a_reconnect_gets_only_what_it_missed(
         last = more[-1]["id"]
     kinds = [e["event"] for e in collected]
     assert kinds.count("message") == 1  # the user message, once
-    assert any(e["event"] == "state" and '"thinking"' in e["data"] for e in collected)
+    thinking = [
+        json.loads(e["data"]) for e in collected if e["event"] == "state" and '"thinking"' in e["data"]
+    ]
+    assert thinking and all(t["message_id"] == posted.json["message_id"] for t in thinking)  # what it is on
     # nothing new: a reconnect with the last id waits, then gets no event
     idle = read_events(api, thread_id, last, timeout=1)
     assert [e for e in idle if e["event"] and e["event"] != "state"] == []
