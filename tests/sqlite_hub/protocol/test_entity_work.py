@@ -168,6 +168,45 @@ def test_work_item_filters_with_versions(stub: Any) -> None:
         any_version.close()
 
 
+def test_activity_filters_with_versions(stub: Any) -> None:
+    """Activities are handed out by name and version too, past earlier ones that do not match."""
+    scheduler = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="sched-v")])
+        ),
+    )
+    only_v2 = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(activities=[pb.ActivityFilter(name="act", versions=["2"])])
+        ),
+    )
+    try:
+        start(stub, "act-versions", name="sched-v")
+        step = scheduler.next()
+        actions = [
+            pb.OrchestratorAction(
+                id=i,
+                scheduleTask=pb.ScheduleTaskAction(
+                    name="act", version=wrappers_pb2.StringValue(value=v) if v else None
+                ),
+            )
+            for i, v in ((1, "1"), (2, None), (3, "2"))  # the matching one comes last
+        ]
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="act-versions", completionToken=step.completionToken, actions=actions
+            )
+        )
+        item = only_v2.next()
+        assert (item.activityRequest.name, item.activityRequest.taskId) == ("act", 3)
+        assert only_v2.empty_for(0.3)
+    finally:
+        only_v2.close()
+        scheduler.close()
+
+
 def test_entity_partial_and_failed_batches(stub: Any) -> None:
     """Unprocessed operations stay queued; a failed batch keeps state and fails the calls."""
     orch_stream = RawStream(
