@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from agent.errors import InvalidInputError, PayloadTooLargeError
@@ -63,6 +64,14 @@ def check_content(value: Any) -> str:
             f"'content' is {size} bytes; the limit is {MAX_CONTENT_BYTES} bytes (32 KiB)"
         )
     return value
+
+
+def utc_text(moment: datetime) -> str:
+    """A time as threads and the API write it: ISO 8601 UTC, milliseconds, a Z. A naive
+    datetime is read as UTC (durable contexts and clients hand those over)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def content_digest(content: str) -> str:

@@ -22,7 +22,7 @@ from durabletask.client import (
 )
 
 from agent.errors import BackendUnavailableError, ConflictError, InvalidInputError, NotFoundError
-from agent.thread import ThreadConfig, ThreadState, ThreadStatus
+from agent.thread import ThreadConfig, ThreadState, ThreadStatus, utc_text
 
 ACCEPTS_MESSAGES = {
     OrchestrationStatus.PENDING,
@@ -33,7 +33,7 @@ ACCEPTS_MESSAGES = {
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return utc_text(datetime.now(UTC))
 
 
 def status_name(status: OrchestrationStatus) -> str:

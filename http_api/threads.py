@@ -43,7 +43,7 @@ from agent.limits import MessageRateLimiter, caller_digest, check_threads, check
 from agent.progress import Cursor, Event, events_since
 from agent.settings import Settings
 from agent.store import ThreadStore, delete_thread
-from agent.thread import ThreadConfig, ThreadState, ThreadStatus, UserMessage, content_digest
+from agent.thread import ThreadConfig, ThreadState, ThreadStatus, UserMessage, content_digest, utc_text
 from http_api.shapes import (
     ACCEPTS_MESSAGES,
     Accepted,
@@ -569,4 +569,4 @@ def _timestamp(moment: datetime | None) -> str | None:
     which a backend may report for a time it does not keep)."""
     if moment is None or moment.year <= 1970:
         return None
-    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return utc_text(moment)

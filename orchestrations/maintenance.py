@@ -17,6 +17,7 @@ import azure.durable_functions as df
 from durabletask import task
 
 from agent.contract import MAINTENANCE_ORCHESTRATION, SWEEP_ACTIVITY
+from agent.thread import utc_text
 
 bp = df.Blueprint()
 DEFAULT_INTERVAL_SECONDS = 3600.0
@@ -30,8 +31,7 @@ def run_maintenance(ctx: task.OrchestrationContext, _: Any) -> Generator[task.Ta
     except task.TaskFailedError:
         interval = DEFAULT_INTERVAL_SECONDS  # a failed pass is tried again at the next one
         status = {"failed": True, "next_sweep_seconds": interval}
-    swept_at = ctx.current_utc_datetime.isoformat(timespec="milliseconds").replace("+00:00", "")
-    ctx.set_custom_status({**status, "swept_at": swept_at + "Z"})
+    ctx.set_custom_status({**status, "swept_at": utc_text(ctx.current_utc_datetime)})
     yield ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=interval))
     ctx.continue_as_new({})
 

@@ -50,6 +50,7 @@ from agent.thread import (
     ThreadStatus,
     UserMessage,
     content_digest,
+    utc_text,
 )
 from orchestrations import legacy
 from orchestrations.tool_calls import run_tool_calls
@@ -63,8 +64,7 @@ MAX_TURNS_PER_GENERATION = 10
 
 
 def _now(ctx: task.OrchestrationContext) -> str:
-    moment = ctx.current_utc_datetime.replace(tzinfo=None)  # always UTC; some backends send it naive
-    return moment.isoformat(timespec="milliseconds") + "Z"
+    return utc_text(ctx.current_utc_datetime)  # always UTC; some backends send it naive
 
 
 def max_reply_bytes(payload_cap_bytes: int) -> int:

@@ -11,12 +11,12 @@ import ast
 import math
 import operator
 from collections.abc import Callable
-from datetime import UTC
 
 from durabletask.entities import EntityInstanceId
 
 from agent.contract import THREAD_ENTITY
 from agent.storage_rules import MAX_NOTE_BYTES
+from agent.thread import utc_text
 from tools.registry import ToolContext, ToolError, tool
 
 #: longest expression `calculate` reads
@@ -46,7 +46,7 @@ _HINTS: dict[type[ast.AST], str] = {
 
 def utc_timestamp(context: ToolContext) -> str:
     """`context.now()` as ISO 8601 UTC with a Z and milliseconds, as the thread stores times."""
-    return context.now().astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return utc_text(context.now())
 
 
 @tool
