@@ -13,8 +13,6 @@ import azure.durable_functions as df
 import pytest
 from azure.durable_functions.internal.converters import ActivityTriggerConverter
 from azure.functions import meta
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from activities import call_model as call_model_module
@@ -380,16 +378,6 @@ def test_fit_reply_tool_calls_may_take_all_the_room() -> None:
 
 class NamedClient(ScriptedClient):
     model = "deployment-7"
-
-
-@pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(telemetry, "_provider", provider)
-    yield exporter
-    provider.shutdown()
 
 
 @pytest.mark.parametrize(
