@@ -15,6 +15,7 @@ from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from google.protobuf import wrappers_pb2
 
 from devhost.sqlite_hub import SqliteSidecar
+from devhost.sqlite_hub.files import OwnerLock, tighten
 from devhost.sqlite_hub.storage import HubInUseError
 from tests.sqlite_hub.protocol.raw import RawStream
 
@@ -164,3 +165,44 @@ def test_the_file_is_free_again_after_stop(tmp_path: pathlib.Path) -> None:
         assert second.integrity_check() == "ok"
     finally:
         second.stop()
+
+
+def test_a_hub_file_of_another_user_keeps_its_mode(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, permissive_umask: None
+) -> None:
+    """chmod on another user's file fails (EPERM); the hub leaves such a file as it is."""
+    loose = tmp_path / "taskhub.db-wal"
+    loose.touch(0o644)
+    owner = os.stat(loose).st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    tighten(loose)
+    assert mode(loose) == 0o644
+    monkeypatch.setattr(os, "geteuid", lambda: owner)
+    tighten(loose)
+    assert mode(loose) == 0o600
+
+
+def test_a_private_hub_file_is_not_touched(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No metadata write when nothing needs changing (a read-only mount would refuse it)."""
+    private = tmp_path / "taskhub.db"
+    private.touch(0o600)
+    private.chmod(0o600)
+    changed: list[object] = []
+    monkeypatch.setattr(os, "chmod", lambda *args, **kwargs: changed.append(args))
+    tighten(private)
+    tighten(tmp_path / "missing.db")
+    assert changed == []
+
+
+def test_the_owner_lock_can_be_released_twice_and_taken_again(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "taskhub.db"
+    lock = OwnerLock(db)
+    lock.acquire(db)
+    lock.release()
+    lock.release()  # a refused start releases, then its caller's cleanup releases again
+    again = OwnerLock(db)
+    again.acquire(db)
+    try:
+        assert (tmp_path / "taskhub.db.owner").read_text(encoding="utf-8") == str(os.getpid())
+    finally:
+        again.release()

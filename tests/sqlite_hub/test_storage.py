@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import socket
 import sqlite3
 
 import pytest
 
 from devhost.sqlite_hub import SqliteSidecar, migrations
-from devhost.sqlite_hub.storage import Storage
+from devhost.sqlite_hub.storage import Storage, TransactionAudit
 
 
 def test_creates_parent_dirs_and_schema(tmp_path: pathlib.Path) -> None:
@@ -121,3 +122,71 @@ def test_a_failed_commit_is_rolled_back_and_the_next_write_works(tmp_path: pathl
         assert [r[0] for r in conn.execute("SELECT entity_id FROM entities")] == ["@x@2"]
     finally:
         storage.close()
+
+
+def test_migrate_reports_the_steps_it_applied(tmp_path: pathlib.Path) -> None:
+    conn = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
+    try:
+        assert migrations.migrate(conn) == migrations.SCHEMA_VERSION
+        assert migrations.current_version(conn) == migrations.SCHEMA_VERSION
+        assert migrations.migrate(conn) == 0
+    finally:
+        conn.close()
+
+
+def test_integrity_check_lists_every_problem(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "hub.db"
+    storage = Storage(path)
+    storage.open()
+    try:
+        assert storage.integrity_check() == "ok"
+        with storage.write() as tx:
+            tx.execute("CREATE TABLE notes (body TEXT)")
+            tx.execute("CREATE INDEX notes_body ON notes (body)")
+            tx.executemany("INSERT INTO notes VALUES (?)", [("a",), ("b",), ("c",)])
+    finally:
+        storage.close()
+    # Redefine the index behind SQLite's back: its stored entries no longer match.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = 'CREATE INDEX notes_body ON notes (body DESC)'"
+        " WHERE name = 'notes_body'"
+    )
+    conn.close()
+    reopened = Storage(path)
+    reopened.open()
+    try:
+        problems = reopened.integrity_check().split("; ")
+        assert len(problems) >= 2
+        assert all(re.fullmatch(r"row \d+ missing from index notes_body", problem) for problem in problems)
+    finally:
+        reopened.close()
+
+
+def test_the_transaction_audit_counts_each_commit_and_each_implicit_write() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    audit = TransactionAudit()
+    audit.attach(conn)
+    try:
+        conn.execute("CREATE TABLE t (x INTEGER)")  # schema, not a write the hub would make
+        assert audit.commits == 0
+        for value in (1, 2):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?)", (value,))
+            conn.execute("COMMIT")
+        assert audit.commits == 2
+        conn.execute("BEGIN")
+        conn.execute("UPDATE t SET x = x + 1")
+        conn.execute("END")  # COMMIT's other name
+        assert audit.commits == 3
+        assert audit.implicit_writes == []
+        conn.execute("  delete FROM t WHERE x = 2")  # outside a transaction: commits on its own
+        assert audit.commits == 4
+        assert audit.implicit_writes == ["  delete FROM t WHERE x = 2"]
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (9)")
+        conn.execute("ROLLBACK")
+        assert audit.commits == 4
+    finally:
+        conn.close()

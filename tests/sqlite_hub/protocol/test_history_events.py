@@ -1,0 +1,255 @@
+"""What the SQLite hub writes into an instance's history, and the edges of its lifecycle.
+
+The history is what the Durable Task Scheduler dashboard and ``get_orchestration_history``
+show: each step's events carry the step's time, results, failures, tags and the reasons
+given to suspend and resume. Also here: an instance whose history would outgrow the
+hub's limit fails instead of looping, a reply to work of an execution that has continued
+as new is dropped, and terminating a finished instance changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from durabletask.internal import orchestrator_service_pb2 as pb
+from google.protobuf import wrappers_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from devhost.sqlite_hub import SqliteSidecar
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start, status
+
+
+def history(stub: Any, iid: str) -> list[Any]:
+    return [
+        event
+        for chunk in stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId=iid))
+        for event in chunk.events
+    ]
+
+
+def of_kind(events: list[Any], kind: str) -> list[Any]:
+    return [event for event in events if event.WhichOneof("eventType") == kind]
+
+
+def state(stub: Any, iid: str) -> Any:
+    return stub.GetInstance(
+        pb.GetInstanceRequest(instanceId=iid, getInputsAndOutputs=True)
+    ).orchestrationState
+
+
+def respond(stub: Any, iid: str, item: Any, *actions: Any) -> None:
+    stub.CompleteOrchestratorTask(
+        pb.OrchestratorResponse(instanceId=iid, completionToken=item.completionToken, actions=list(actions))
+    )
+
+
+def raise_event(stub: Any, iid: str, name: str) -> None:
+    stub.RaiseEvent(
+        pb.RaiseEventRequest(instanceId=iid, name=name, input=wrappers_pb2.StringValue(value="1"))
+    )
+
+
+def test_a_step_stamps_its_events_with_its_own_time_and_keeps_results_and_tags(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-1")
+        first = stream.next()
+        tagged = pb.OrchestratorAction(
+            id=1,
+            scheduleTask=pb.ScheduleTaskAction(
+                name="lookup", input=wrappers_pb2.StringValue(value='"q"'), tags={"tenant": "t-7"}
+            ),
+        )
+        far = pb.OrchestratorAction(
+            id=2, createTimer=pb.CreateTimerAction(fireAt=Timestamp(seconds=4_000_000_000))
+        )
+        respond(stub, "hist-1", first, tagged, far)
+        scheduled_at = state(stub, "hist-1").lastUpdatedTimestamp
+        activity = stream.next()
+        assert dict(activity.activityRequest.tags) == {"tenant": "t-7"}
+        stub.CompleteActivityTask(
+            pb.ActivityResponse(
+                instanceId="hist-1",
+                taskId=1,
+                completionToken=activity.completionToken,
+                result=wrappers_pb2.StringValue(value='"found"'),
+            )
+        )
+        second = stream.next()
+        respond(stub, "hist-1", second, complete_action('"all done"'))
+    finally:
+        stream.close()
+    done = state(stub, "hist-1")
+    events = history(stub, "hist-1")
+    [scheduled] = of_kind(events, "taskScheduled")
+    assert scheduled.eventId == 1 and scheduled.taskScheduled.name == "lookup"
+    assert dict(scheduled.taskScheduled.tags) == {"tenant": "t-7"}
+    [timer] = of_kind(events, "timerCreated")
+    # Both carry the time of the step that created them.
+    assert scheduled.timestamp == timer.timestamp == scheduled_at
+    [completed] = of_kind(events, "executionCompleted")
+    assert completed.executionCompleted.result.value == '"all done"'
+    assert completed.executionCompleted.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+    assert completed.timestamp == done.completedTimestamp == done.lastUpdatedTimestamp
+    assert of_kind(events, "orchestratorCompleted")[-1].timestamp == done.completedTimestamp
+
+
+def test_a_failed_orchestration_keeps_its_failure_in_the_history(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-2")
+        item = stream.next()
+        failure = pb.TaskFailureDetails(
+            errorType="ValueError", errorMessage="no such city", isNonRetriable=True
+        )
+        respond(
+            stub,
+            "hist-2",
+            item,
+            pb.OrchestratorAction(
+                id=-1,
+                completeOrchestration=pb.CompleteOrchestrationAction(
+                    orchestrationStatus=pb.ORCHESTRATION_STATUS_FAILED, failureDetails=failure
+                ),
+            ),
+        )
+    finally:
+        stream.close()
+    assert status(stub, "hist-2") == pb.ORCHESTRATION_STATUS_FAILED
+    [completed] = of_kind(history(stub, "hist-2"), "executionCompleted")
+    assert completed.executionCompleted.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
+    assert completed.executionCompleted.failureDetails.errorType == "ValueError"
+    assert completed.executionCompleted.failureDetails.errorMessage == "no such city"
+
+
+def test_suspend_and_resume_reasons_reach_the_history(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-3")
+        respond(stub, "hist-3", stream.next())
+        stub.SuspendInstance(
+            pb.SuspendRequest(instanceId="hist-3", reason=wrappers_pb2.StringValue(value="maintenance"))
+        )
+        respond(stub, "hist-3", stream.next())
+        assert status(stub, "hist-3") == pb.ORCHESTRATION_STATUS_SUSPENDED
+        stub.ResumeInstance(
+            pb.ResumeRequest(instanceId="hist-3", reason=wrappers_pb2.StringValue(value="done"))
+        )
+        respond(stub, "hist-3", stream.next(), complete_action())
+    finally:
+        stream.close()
+    events = history(stub, "hist-3")
+    [suspended] = of_kind(events, "executionSuspended")
+    [resumed] = of_kind(events, "executionResumed")
+    assert suspended.executionSuspended.input.value == "maintenance"
+    assert resumed.executionResumed.input.value == "done"
+
+
+def test_terminating_a_finished_instance_changes_nothing(stub: Any, sidecar: SqliteSidecar) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-4")
+        respond(stub, "hist-4", stream.next(), complete_action('"kept"'))
+    finally:
+        stream.close()
+    before = state(stub, "hist-4")
+    stub.TerminateInstance(
+        pb.TerminateRequest(instanceId="hist-4", output=wrappers_pb2.StringValue(value='"late"'))
+    )
+    after = state(stub, "hist-4")
+    assert after.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+    assert after.output.value == '"kept"' and after.lastUpdatedTimestamp == before.lastUpdatedTimestamp
+    with sidecar.storage.read() as conn:  # nothing queued that a worker would be handed
+        assert conn.execute("SELECT COUNT(*) FROM inbox WHERE instance_id = 'hist-4'").fetchone()[0] == 0
+
+
+def test_a_history_past_the_limit_fails_the_instance_instead_of_looping(
+    stub: Any, sidecar: SqliteSidecar
+) -> None:
+    assert sidecar.hub is not None
+    sidecar.hub.max_history = 12
+    stream = RawStream(stub)
+    refused: grpc.RpcError | None = None
+    try:
+        start(stub, "hist-5")
+        respond(stub, "hist-5", stream.next())
+        for step in range(12):
+            raise_event(stub, "hist-5", f"e{step}")
+            item = stream.next()
+            try:
+                respond(stub, "hist-5", item)
+            except grpc.RpcError as exc:
+                refused = exc
+                break
+        assert refused is not None, "the history never reached the limit"
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        raise_event(stub, "hist-5", "after")  # a failed instance takes no more events
+        assert stream.empty_for(0.5)
+    finally:
+        stream.close()
+    failed = state(stub, "hist-5")
+    assert failed.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
+    assert failed.failureDetails.errorType == "HistoryTooLarge"
+    assert "would exceed maximum history size" in failed.failureDetails.errorMessage
+    assert failed.failureDetails.isNonRetriable
+    assert failed.HasField("completedTimestamp")
+    assert len(history(stub, "hist-5")) <= 12
+
+
+def test_a_reply_to_work_of_an_earlier_execution_is_dropped(stub: Any) -> None:
+    """Like Azure Durable Task Scheduler: the new execution never sees the old one's results."""
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-6")
+        respond(
+            stub,
+            "hist-6",
+            stream.next(),
+            pb.OrchestratorAction(id=1, scheduleTask=pb.ScheduleTaskAction(name="slow")),
+        )
+        activity = stream.next()
+        raise_event(stub, "hist-6", "restart")
+        continued = pb.OrchestratorAction(
+            id=-1,
+            completeOrchestration=pb.CompleteOrchestrationAction(
+                orchestrationStatus=pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
+                result=wrappers_pb2.StringValue(value="2"),
+            ),
+        )
+        respond(stub, "hist-6", stream.next(), continued)
+        respond(stub, "hist-6", stream.next())  # the new execution's first step
+        stub.CompleteActivityTask(
+            pb.ActivityResponse(
+                instanceId="hist-6",
+                taskId=1,
+                completionToken=activity.completionToken,
+                result=wrappers_pb2.StringValue(value='"stale"'),
+            )
+        )
+        raise_event(stub, "hist-6", "next")
+        step = stream.next()
+        kinds = [event.WhichOneof("eventType") for event in step.orchestratorRequest.newEvents]
+        assert kinds == ["orchestratorStarted", "eventRaised"]
+        respond(stub, "hist-6", step, complete_action())
+    finally:
+        stream.close()
+    assert of_kind(history(stub, "hist-6"), "taskCompleted") == []
+
+
+def test_waiting_for_an_unknown_instance_says_it_does_not_exist(stub: Any) -> None:
+    for wait in (stub.WaitForInstanceCompletion, stub.WaitForInstanceStart):
+        response = wait(pb.GetInstanceRequest(instanceId="hist-missing"), timeout=1.0)
+        assert not response.exists
+
+
+@pytest.mark.parametrize("seconds", [7.0, 42.5])
+def test_the_lease_length_reaches_the_hub(tmp_path: Any, seconds: float) -> None:
+    hub = SqliteSidecar(tmp_path / "taskhub.db")
+    hub.lease_seconds = seconds
+    hub.start()
+    try:
+        assert hub.hub is not None and hub.hub.leases.duration == seconds
+    finally:
+        hub.stop()
