@@ -267,11 +267,6 @@ class EntraTokenValidator:
                 f"{' or '.join(self.audiences)}. Request a token for {self.audiences[0]}, e.g. "
                 f"`az account get-access-token --resource {self.audiences[0]}`."
             ) from None
-        except jwt.InvalidIssuerError:
-            raise UnauthorizedError(
-                f"The token was issued by {_shown(issuer)}; this API accepts tokens issued by "
-                f"{' or '.join(self.issuers)}."
-            ) from None
         except jwt.InvalidSignatureError:
             raise UnauthorizedError(
                 "The token's signature does not verify against the tenant's signing key it names; "

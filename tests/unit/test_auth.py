@@ -8,6 +8,8 @@ on an unknown key id run for real. No secret is involved: the keys live for one 
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 import time
 import uuid
@@ -542,3 +544,66 @@ def test_an_oversized_bearer_token_is_refused_before_any_work(
     message = rejected(bearer("x" * (16 * 1024 + 1)), settings, validator)
     assert message == "The bearer token is longer than 16384 bytes; it is not one."
     assert validator.fetch_count == 0
+
+
+def test_quoted_claims_are_cut_at_120_characters() -> None:
+    assert auth._shown("kid-1") == "'kid-1'"
+    assert auth._shown("k" * 120) == repr("k" * 120)
+    assert auth._shown("k" * 121) == repr("k" * 120 + "…")
+    assert auth._shown(["api://a", 7]) == repr('["api://a", 7]')
+
+
+def test_no_token_without_a_configured_audience_names_no_resource() -> None:
+    with pytest.raises(UnauthorizedError) as caught:
+        auth.bearer_token({})
+    assert str(caught.value) == (
+        "This API needs a Microsoft Entra ID access token: send 'Authorization: Bearer <token>'."
+    )
+    with pytest.raises(UnauthorizedError) as caught:
+        auth.bearer_token({}, AUDIENCE)
+    assert str(caught.value).endswith(f"(e.g. from `az account get-access-token --resource {AUDIENCE}`).")
+
+
+def test_an_expired_token_says_when_it_expired(
+    settings: Settings, validator: EntraTokenValidator, signing_key: rsa.RSAPrivateKey
+) -> None:
+    expired_at = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+    old = token(signing_key, iat=expired_at - 3600, nbf=expired_at - 3600, exp=expired_at)
+    message = rejected(bearer(old), settings, validator)
+    assert message == "The token expired at 2023-11-14 22:13:20 UTC. Get a new access token and retry."
+
+
+def test_a_foreign_issuer_is_told_every_accepted_issuer(
+    settings: Settings, validator: EntraTokenValidator, signing_key: rsa.RSAPrivateKey
+) -> None:
+    foreign = token(signing_key, iss="https://issuer.example/")
+    message = rejected(bearer(foreign), settings, validator)
+    assert message == (
+        "The token was issued by 'https://issuer.example/'; this API accepts tokens issued by "
+        f"{V2_ISSUER} or {V1_ISSUER}. Sign in to the tenant in AUTH_TENANT_ID."
+    )
+
+
+def test_key_fetches_are_logged_with_the_url_and_never_a_key(
+    jwks: JwksServer, signing_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = entra_settings(jwks.url)
+    with caplog.at_level(logging.INFO, logger=auth.__name__):
+        assert EntraTokenValidator(settings.auth).principal(token(signing_key)) == USER_OID
+        jwks.status = 500
+        with pytest.raises(SigningKeysUnavailableError):
+            EntraTokenValidator(settings.auth).principal(token(signing_key))
+    messages = [record.getMessage() for record in caplog.records if record.name == auth.__name__]
+    assert messages == [
+        f"fetched 1 signing keys from {jwks.url}",
+        f"could not fetch the signing keys from {jwks.url}: HTTPError",
+    ]
+
+
+def test_a_key_server_that_never_answers_times_out() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts the connection (backlog), never sends a byte
+        port = silent.getsockname()[1]
+        with pytest.raises(TimeoutError):
+            auth._fetch_json(f"http://127.0.0.1:{port}/keys", 0.2)
