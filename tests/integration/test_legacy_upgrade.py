@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
+from durabletask.client import TaskHubGrpcClient
+
+from agent.contract import THREAD_ORCHESTRATION
+from devhost.sqlite_hub import SqliteSidecar
+from tests.fakes import model_steps as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env
 from tests.integration.harness import Api, wait_until
@@ -83,5 +89,117 @@ def test_a_task_hub_from_before_paging_reads_correctly_and_migrates_on_the_next_
         ]
         assert api.delete("/api/threads/legacy-failed").status == 204
         assert rows_holding(db, "legacy-failed") == []
+    finally:
+        assert devhost.stop() == 0, devhost.log()
+
+
+def old_input(**changes: Any) -> dict[str, Any]:
+    """An orchestration input as the code before paging wrote it (no `schema`)."""
+    return {
+        "turn": 2,
+        "recent_ids": ["old-1"],
+        "last_message_id": "old-1",
+        "last_state": "idle",
+        "initialized": False,
+        "created_at": "2025-03-01T10:00:00.000Z",
+        "system_prompt": "Be brief.",
+        "context_window_bytes": 48_000,
+        "metadata": {"team": "blue"},
+        "owner": None,
+    } | changes
+
+
+def start_old_threads(db: Path, threads: dict[str, dict[str, Any]]) -> None:
+    """Starts threads the way the old code did, on the hub file devhost will serve next."""
+    hub = SqliteSidecar(db)
+    hub.start()
+    try:
+        client = TaskHubGrpcClient(host_address=hub.address)
+        for thread_id, data in threads.items():
+            client.schedule_new_orchestration(THREAD_ORCHESTRATION, input=data, instance_id=thread_id)
+    finally:
+        hub.stop()
+
+
+def test_old_threads_answer_skip_or_fail_their_last_old_message_and_migrate_with_their_settings(
+    fake_model: FakeModelServer, model: FakeModelServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "taskhub.db"
+    start_old_threads(
+        db,
+        {
+            "old-ok": old_input(turn=0, recent_ids=[], last_message_id=None, context_window_bytes=700),
+            "old-dup": old_input(),
+            "old-bad": old_input(),
+            "old-fail": old_input(),
+        },
+    )
+    devhost = new_devhost(
+        tmp_path / "devhost.log", backend="sqlite", db_path=db, env=model_env(fake_model)
+    ).start()
+    try:
+        api = devhost.api
+        raise_url = "/runtime/webhooks/durabletask/instances/{}/raiseEvent/user_message"
+
+        def migrated(thread_id: str) -> None:
+            wait_until(
+                lambda: f"@history@{thread_id}" not in entity_ids(db),
+                timeout=15,
+                what=f"{thread_id} migrated",
+            )
+
+        for thread_id in ("old-ok", "old-dup", "old-bad", "old-fail"):
+            wait_until(
+                lambda thread_id=thread_id: api.get(f"/api/threads/{thread_id}").status == 200,
+                what=f"{thread_id} readable",
+            )
+
+        # A message the old code had answered already, and one it could not read: the old
+        # generation skips them and the thread migrates without a model call or a turn.
+        repeated = api.request(
+            "POST", raise_url.format("old-dup"), raw=b'{"id": "old-1", "content": "again"}'
+        )
+        malformed = api.request("POST", raise_url.format("old-bad"), raw=b'{"content": 42}')
+        assert (repeated.status, malformed.status) == (202, 202)
+        for thread_id in ("old-dup", "old-bad"):
+            migrated(thread_id)
+            # the thread's root entity, by which the maintenance sweep finds paged threads
+            wait_until(
+                lambda thread_id=thread_id: f"@thread@{thread_id}" in entity_ids(db), what=f"{thread_id} root"
+            )
+            thread = api.get(f"/api/threads/{thread_id}").json
+            assert (thread["turn"], thread["metadata"]) == (2, {"team": "blue"}), thread
+            assert thread["created_at"] == "2025-03-01T10:00:00.000Z", thread
+            messages = api.get(f"/api/threads/{thread_id}/messages").json["messages"]
+            assert [(m["role"], m["content"]) for m in messages] == [("system", "Be brief.")]
+        assert model.requests == []
+        talk(api, "old-bad", "now readable")
+        assert api.get("/api/threads/old-bad").json["turn"] == 3
+
+        # A failed model call in the old generation is recorded as the old code did.
+        model.enqueue(steps.error(400, message="rejected by the test"))
+        failed = api.post(
+            "/api/threads/old-fail/messages?wait=30", {"content": "this fails", "message_id": "f1"}
+        )
+        assert failed.status == 200 and failed.json["status"] == "failed", failed.body
+        assert failed.json["reply"]["error"]["code"] == "model_rejected"
+        assert failed.json["reply"]["error"]["retryable"] is False
+        migrated("old-fail")
+        entries = api.get("/api/threads/old-fail/messages").json["messages"]
+        error_entry = entries[-1]
+        assert error_entry["reply_to"] == "f1" and error_entry["content"] == ""
+        assert error_entry["error"]["code"] == "model_rejected"
+        assert api.get("/api/threads/old-fail").json["turn"] == 3
+
+        # A thread at turn 0 answers its first message the old way; its small context window
+        # still applies once migrated.
+        talk(api, "old-ok", "a" * 300)
+        assert "thread old-ok turn 1: model" in devhost.log()
+        migrated("old-ok")
+        assert api.get("/api/threads/old-ok").json["turn"] == 1
+        talk(api, "old-ok", "b" * 300, "c" * 300)
+        sent = [m["content"] for m in model.requests[-1].messages]
+        assert sent[0] == "Be brief." and sent[-1] == "c" * 300
+        assert "a" * 300 not in sent  # beyond the thread's 700-byte window
     finally:
         assert devhost.stop() == 0, devhost.log()
