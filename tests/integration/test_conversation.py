@@ -158,6 +158,45 @@ def test_content_filter_refusal_becomes_an_error_turn(
     assert len(model.requests) == 1
 
 
+def test_a_retryable_failure_is_answered_again_when_re_sent(
+    api: Api, thread_id: str, model: FakeModelServer
+) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    message_id = unique()
+    # every attempt of the first turn fails transiently, so the turn fails as retryable
+    model.enqueue(*[steps.error(503)] * 4)
+    failed = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
+    assert failed["status"] == "failed" and failed["reply"]["error"]["retryable"] is True
+    # the re-send fails the same way: its error entry counts the attempt
+    model.enqueue(*[steps.error(503)] * 4)
+    again_failed = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
+    assert again_failed["status"] == "failed" and again_failed["reply"]["attempt"] == 2
+    assert again_failed["reply"]["seq"] > failed["reply"]["seq"]
+    retried = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
+    assert retried["status"] == "answered" and retried["reply"]["content"] == "echo: try me"
+    assert retried["reply"]["attempt"] == 3
+    # the model saw the message once per attempt, never twice in one request
+    assert [m["content"] for m in model.requests[-1].messages if m["role"] == "user"] == ["try me"]
+    assert api.get(f"{path}/{message_id}").json["reply"]["content"] == "echo: try me"
+    # answered now: a further re-send returns the answer and does not ask the model again
+    asked = len(model.requests)
+    again = api.post(f"{path}?wait=5", {"content": "try me", "message_id": message_id}).json
+    assert again["reply"]["content"] == "echo: try me" and len(model.requests) == asked
+    users = [m for m in api.get(f"{path}?limit=200").json["messages"] if m["role"] == "user"]
+    assert [u["id"] for u in users] == [message_id]  # one user entry, three attempts
+
+
+def test_a_permanent_failure_is_not_retried_by_a_re_send(
+    api: Api, thread_id: str, model: FakeModelServer
+) -> None:
+    path = f"/api/threads/{thread_id}/messages"
+    message_id = unique()
+    model.enqueue(steps.error(400))
+    assert api.post(f"{path}?wait=60", {"content": "no", "message_id": message_id}).json["status"] == "failed"
+    again = api.post(f"{path}?wait=5", {"content": "no", "message_id": message_id})
+    assert again.status == 200 and again.json["status"] == "failed" and len(model.requests) == 1
+
+
 def test_a_resent_message_id_is_answered_once(api: Api, thread_id: str, model: FakeModelServer) -> None:
     message_id = unique()
     first = send(api, thread_id, "same", message_id=message_id)

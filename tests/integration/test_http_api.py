@@ -199,38 +199,6 @@ def test_a_reused_message_id_with_other_content_is_a_conflict(
     assert len(model.requests) == 1
 
 
-def test_a_retryable_failure_is_answered_again_when_re_sent(
-    api: Api, thread_id: str, model: FakeModelServer
-) -> None:
-    path = f"/api/threads/{thread_id}/messages"
-    message_id = unique()
-    # every attempt of the first turn fails transiently, so the turn fails as retryable
-    model.enqueue(*[steps.error(503)] * 4)
-    failed = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
-    assert failed["status"] == "failed" and failed["reply"]["error"]["retryable"] is True
-    retried = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
-    assert retried["status"] == "answered" and retried["reply"]["content"] == "echo: try me"
-    assert retried["reply"]["attempt"] == 2
-    assert api.get(f"{path}/{message_id}").json["reply"]["content"] == "echo: try me"
-    # answered now: a further re-send returns the answer and does not ask the model again
-    asked = len(model.requests)
-    again = api.post(f"{path}?wait=5", {"content": "try me", "message_id": message_id}).json
-    assert again["reply"]["content"] == "echo: try me" and len(model.requests) == asked
-    users = [m for m in api.get(f"{path}?limit=200").json["messages"] if m["role"] == "user"]
-    assert [u["id"] for u in users] == [message_id]  # one user entry, two attempts
-
-
-def test_a_permanent_failure_is_not_retried_by_a_re_send(
-    api: Api, thread_id: str, model: FakeModelServer
-) -> None:
-    path = f"/api/threads/{thread_id}/messages"
-    message_id = unique()
-    model.enqueue(steps.error(400))
-    assert api.post(f"{path}?wait=60", {"content": "no", "message_id": message_id}).json["status"] == "failed"
-    again = api.post(f"{path}?wait=5", {"content": "no", "message_id": message_id})
-    assert again.status == 200 and again.json["status"] == "failed" and len(model.requests) == 1
-
-
 def test_wait_answers_202_when_the_reply_is_late(api: Api, thread_id: str, model: FakeModelServer) -> None:
     model.enqueue(steps.reply("slow", delay=3))
     late = api.post(f"/api/threads/{thread_id}/messages?wait=1", {"content": "take your time"})

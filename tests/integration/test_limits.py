@@ -87,3 +87,21 @@ def test_tokens_past_the_daily_budget_get_429_until_midnight(limited: Api, model
         return reply.status == 429 and "model budget" in reply.json["detail"]
 
     wait_until(over_budget, what="the day's tokens to be counted")
+
+
+def test_the_tokens_of_every_tool_round_count_toward_the_budget(limited: Api, model: FakeModelServer) -> None:
+    api, who = limited, as_("tool-spender")
+    assert api.request("POST", "/api/threads", {"thread_id": "limit-r"}, headers=who).status == 201
+    half = {"prompt_tokens": 500, "completion_tokens": 100, "total_tokens": 600}
+    model.enqueue(
+        steps.tool_calls([{"name": "calculate", "arguments": {"expression": "1+1"}}], usage=half),
+        steps.reply("two", usage=half),  # each round alone is under the 1000-token budget
+    )
+    sent = api.request("POST", "/api/threads/limit-r/messages?wait=30", {"content": "1+1?"}, headers=who)
+    assert sent.status == 200 and sent.json["reply"]["content"] == "two", sent.body
+
+    def over_budget() -> bool:
+        reply = api.request("POST", "/api/threads/limit-r/messages", {"content": "more?"}, headers=who)
+        return reply.status == 429 and "model budget" in reply.json["detail"]
+
+    wait_until(over_budget, what="both rounds' tokens to be counted")
