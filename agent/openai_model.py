@@ -160,8 +160,7 @@ class OpenAIChatModel:
             content_type = http.headers.get("content-type", "none")
             raise TransientModelError(
                 f"{self.target} answered HTTP {http.status_code} with a body that is not JSON "
-                f"(content-type {content_type})",
-                status=http.status_code,
+                f"(content-type {content_type})"
             ) from None
         return self._reply(data, latency_ms)
 
@@ -239,7 +238,6 @@ class OpenAIChatModel:
         if is_transient_status(status):
             return TransientModelError(
                 f"HTTP {status} from {self.target}{said}",
-                status=status,
                 retry_after=retry_after_seconds(failure.response.headers),
             )
         hint = self._hints.get(status, "")

@@ -41,9 +41,8 @@ class TransientModelError(ModelCallError):
     code = "model_transient"
     retryable = True
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.status = status
         self.retry_after = retry_after
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -31,6 +33,18 @@ def test_create_returns_links_and_location(api: Api) -> None:
     assert reply.headers["location"] == body["status_url"]
     assert api.get(body["status_url"]).json["metadata"] == {"topic": "tests"}
     assert "runtime/webhooks" not in reply.body.decode()
+
+
+def test_a_new_thread_reports_when_it_was_created(api: Api) -> None:
+    before = datetime.now(UTC)
+    created = api.post("/api/threads", {"thread_id": unique("t")}).json
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created["created_at"]), created
+    moment = datetime.fromisoformat(created["created_at"])
+    assert before - timedelta(milliseconds=1) <= moment <= after
+    assert created["updated_at"] == created["created_at"]
+    assert (created["state"], created["turn"], created["runtime_status"]) == ("idle", 0, "Running")
+    assert api.get(f"/api/threads/{created['thread_id']}").json["created_at"] == created["created_at"]
 
 
 def test_create_without_body_generates_an_id(api: Api) -> None:

@@ -425,7 +425,7 @@ class FailingClient:
     ("failure", "expected_type", "retryable"),
     [
         # a kind whose constructor takes other arguments is copied as a plain model error
-        (TransientModelError("https://acct.openai.azure.com/ said 503", status=503), ModelCallError, True),
+        (TransientModelError("https://acct.openai.azure.com/ said 503"), ModelCallError, True),
         # the kind is kept, and so is a retryable flag that differs from the kind's default
         (ModelUnavailableError("10.1.2.3:443 refused", retryable=False), ModelUnavailableError, False),
         (ModelRejectedError("https://acct.openai.azure.com/ no", retryable=True), ModelRejectedError, True),

@@ -270,6 +270,36 @@ def test_azure_content_filter_refusal(server: FakeModelServer, clock: FakeClock)
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize(
+    "error_body",
+    [
+        {"message": "filtered", "code": "content_filter"},  # the code alone
+        {"message": "filtered", "code": None, "innererror": {"code": "ResponsibleAIPolicyViolation"}},
+    ],
+    ids=["code", "innererror"],
+)
+def test_either_sign_of_the_content_filter_is_enough(
+    server: FakeModelServer, clock: FakeClock, error_body: dict[str, Any]
+) -> None:
+    server.enqueue(error(400, body={"error": error_body}))
+    with (
+        azure(server, clock, AZURE_OPENAI_API_KEY=API_KEY) as model,
+        pytest.raises(ContentFilteredError),
+    ):
+        ask(model)
+
+
+def test_a_400_with_another_inner_code_is_a_plain_rejection(
+    server: FakeModelServer, clock: FakeClock
+) -> None:
+    server.enqueue(
+        error(400, body={"error": {"message": "no", "code": None, "innererror": {"code": "Other"}}})
+    )
+    with compatible(server, clock) as model, pytest.raises(ModelRejectedError) as raised:
+        ask(model)
+    assert not isinstance(raised.value, ContentFilteredError)
+
+
 def test_filtered_completion_is_a_content_filter_error(server: FakeModelServer, clock: FakeClock) -> None:
     server.enqueue(reply(None, finish_reason="content_filter"))
     with compatible(server, clock) as model, pytest.raises(ContentFilteredError):
@@ -488,3 +518,51 @@ def test_reset_closes_the_shared_client(model_env: FakeModelServer) -> None:
     assert isinstance(first, OpenAIChatModel)
     assert first._client.is_closed()
     assert get_model_client() is not first
+
+
+class ClosingCredential(FakeCredential):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_client_closes_the_credential_it_made_and_only_that_one(
+    server: FakeModelServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[ClosingCredential] = []
+
+    def new_credential(cfg: Any) -> ClosingCredential:
+        made.append(ClosingCredential())
+        return made[-1]
+
+    monkeypatch.setattr(openai_model, "azure_credential", new_credential)
+    server.enqueue(reply("hi"))
+    with azure(server, clock) as model:
+        assert ask(model).content == "hi"
+        assert made[0].scopes == [("https://cognitiveservices.azure.com/.default",)]
+        open_while_in_use = not made[0].closed
+    assert open_while_in_use and made[0].closed
+    given = ClosingCredential()
+    with azure(server, clock, credential=given):
+        pass
+    assert not given.closed and len(made) == 1  # the caller's credential is the caller's to close
+
+
+def test_errors_name_the_azure_deployment_and_what_came_back(
+    server: FakeModelServer, clock: FakeClock
+) -> None:
+    target = f"Azure OpenAI deployment 'chat-deployment' at {server.root_url}"
+    server.enqueue(malformed("<html>busy</html>", content_type="text/html"))
+    with azure(server, clock, AZURE_OPENAI_API_KEY=API_KEY, MODEL_MAX_ATTEMPTS="1") as model:
+        with pytest.raises(ModelCallError) as raised:
+            ask(model)
+        assert f"{target} answered HTTP 200 with a body that is not JSON (content-type text/html)" in str(
+            raised.value
+        )
+        server.enqueue(reply(None, finish_reason=""))
+        with pytest.raises(ModelCallError) as raised:
+            ask(model)
+        assert f"{target} returned a completion without text (finish_reason none)" in str(raised.value)

@@ -131,7 +131,7 @@ def test_a_permanent_failure_is_logged_as_not_retried(caplog: pytest.LogCaptureF
 
 def test_transient_failures_are_retried_until_success() -> None:
     clock = FakeClock()
-    script = Script(TransientModelError("HTTP 500", status=500), TransientModelError("HTTP 503", status=503))
+    script = Script(TransientModelError("HTTP 500"), TransientModelError("HTTP 503"))
     assert policy(clock).call(script) == "ok"
     assert len(script.timeouts) == 3
     assert len(clock.sleeps) == 2
@@ -156,8 +156,8 @@ def test_real_jitter_stays_within_the_ceiling() -> None:
 def test_retry_after_is_honoured_and_capped() -> None:
     clock = FakeClock()
     script = Script(
-        TransientModelError("429", status=429, retry_after=2.0),
-        TransientModelError("429", status=429, retry_after=500.0),
+        TransientModelError("429", retry_after=2.0),
+        TransientModelError("429", retry_after=500.0),
     )
     policy(clock, total=1000.0, max_retry_after=30.0).call(script)
     assert clock.sleeps == [2.0, 30.0]
@@ -165,7 +165,7 @@ def test_retry_after_is_honoured_and_capped() -> None:
 
 def test_attempt_limit_gives_up_with_a_useful_message(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
-    script = Script(*[TransientModelError("HTTP 503 from model", status=503) for _ in range(10)])
+    script = Script(*[TransientModelError("HTTP 503 from model") for _ in range(10)])
     caplog.set_level(logging.WARNING, logger="agent.retry")
     with pytest.raises(ModelUnavailableError) as raised:
         policy(clock, attempts=3).call(script, what="chat completion")
@@ -184,7 +184,7 @@ def test_attempt_limit_gives_up_with_a_useful_message(caplog: pytest.LogCaptureF
 
 def test_total_time_limit_stops_before_a_wait_that_would_overrun() -> None:
     clock = FakeClock()
-    script = Script(*[TransientModelError("429", status=429, retry_after=4.0) for _ in range(10)])
+    script = Script(*[TransientModelError("429", retry_after=4.0) for _ in range(10)])
     with pytest.raises(ModelUnavailableError, match="retry budget"):
         policy(clock, attempts=10, total=10.0).call(script)
     # attempts at t=0, 4 and 8; a fourth would start at 12 > 10.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
+from durabletask.entities import EntityContext
 
 from agent import storage_rules
 from agent.errors import InvalidInputError
@@ -168,3 +170,36 @@ def test_an_unknown_entity_operation_is_named_in_the_error() -> None:
     error = storage._unknown("history_page", "Rewrite")
     assert isinstance(error, InvalidInputError)
     assert str(error) == "the history_page entity has no operation 'Rewrite'"
+
+
+class FakeEntityContext:
+    """What `entities.storage._run` uses of durabletask's EntityContext."""
+
+    def __init__(self, operation: str, state: Any) -> None:
+        self.operation = operation
+        self.state = state
+
+    def get_state(self) -> Any:
+        return self.state
+
+    def set_state(self, state: Any) -> None:
+        self.state = state
+
+
+def test_every_entity_runs_get_delete_its_rules_and_names_an_unknown_operation() -> None:
+    from entities import storage
+
+    def bump(state: Any, arg: Any) -> tuple[Any, Any]:
+        return state + arg, {"was": state}
+
+    def run(operation: str, state: Any, arg: Any = None) -> tuple[Any, Any]:
+        context = FakeEntityContext(operation, state)
+        result = storage._run(cast(EntityContext, context), "tally", {"bump": bump}, arg)
+        return context.state, result
+
+    assert run("Get", 5) == (5, 5)  # operation names are matched without case
+    assert run("DELETE", 5) == (None, None)
+    assert run("Bump", 5, 2) == (7, {"was": 5})
+    with pytest.raises(InvalidInputError) as unknown:
+        run("Rewrite", 5)
+    assert str(unknown.value) == "the tally entity has no operation 'rewrite'"
