@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import logging
 import pathlib
 import time
 import uuid
@@ -386,7 +387,10 @@ def pieces_of(backend: AppBackend, thread_id: str) -> tuple[list[str], list[str]
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_the_sweep_deletes_orphans_and_threads_idle_past_retention(kind: str, tmp_path: pathlib.Path) -> None:
+def test_the_sweep_deletes_orphans_and_threads_idle_past_retention(
+    kind: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=maintenance.__name__)
     now = datetime.now(UTC)
     with app_backend(kind, tmp_path, BLUEPRINTS) as fresh:
         orphan, legacy_orphan = "orphan-1", "legacy-1"
@@ -420,6 +424,8 @@ def test_the_sweep_deletes_orphans_and_threads_idle_past_retention(kind: str, tm
 
         again = run(fresh, lambda _, client: sweep(client, settings, now))
         assert (again.orphans_deleted, again.expired_deleted) == (0, 0)
+        said = [r.getMessage() for r in caplog.records if r.name == maintenance.__name__]
+        assert said == ["maintenance: deleted 2 orphaned and 1 expired threads"]  # the empty pass is quiet
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
