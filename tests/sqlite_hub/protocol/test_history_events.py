@@ -9,6 +9,7 @@ as new is dropped, and terminating a finished instance changes nothing.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
@@ -198,8 +199,11 @@ def test_a_history_past_the_limit_fails_the_instance_instead_of_looping(
     assert len(history(stub, "hist-5")) <= 12
 
 
-def test_a_reply_to_work_of_an_earlier_execution_is_dropped(stub: Any) -> None:
+def test_a_reply_to_work_of_an_earlier_execution_is_dropped(
+    stub: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """Like Azure Durable Task Scheduler: the new execution never sees the old one's results."""
+    caplog.set_level(logging.INFO, logger="devhost.sqlite_hub")
     stream = RawStream(stub)
     try:
         start(stub, "hist-6")
@@ -218,8 +222,14 @@ def test_a_reply_to_work_of_an_earlier_execution_is_dropped(stub: Any) -> None:
                 result=wrappers_pb2.StringValue(value="2"),
             ),
         )
+        first_execution = state(stub, "hist-6").executionId.value
         respond(stub, "hist-6", stream.next(), continued)
-        respond(stub, "hist-6", stream.next())  # the new execution's first step
+        started = stream.next()  # the new execution's first step, under its own id
+        second_execution = state(stub, "hist-6").executionId.value
+        [begin] = [e for e in started.orchestratorRequest.newEvents if e.HasField("executionStarted")]
+        assert begin.executionStarted.orchestrationInstance.executionId.value == second_execution
+        assert second_execution not in ("", first_execution)
+        respond(stub, "hist-6", started)
         stub.CompleteActivityTask(
             pb.ActivityResponse(
                 instanceId="hist-6",
@@ -236,6 +246,41 @@ def test_a_reply_to_work_of_an_earlier_execution_is_dropped(stub: Any) -> None:
     finally:
         stream.close()
     assert of_kind(history(stub, "hist-6"), "taskCompleted") == []
+    dropped = f"dropping taskCompleted for 'hist-6': execution {first_execution} is gone"
+    assert dropped in [record.getMessage() for record in caplog.records]
+
+
+def test_a_sub_orchestration_gets_its_parent_and_trace_context_only_when_given(stub: Any) -> None:
+    trace = pb.TraceContext(traceParent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    children = {
+        "hist-7-traced": pb.CreateSubOrchestrationAction(
+            instanceId="hist-7-traced", name="child", parentTraceContext=trace
+        ),
+        "hist-7-plain": pb.CreateSubOrchestrationAction(instanceId="hist-7-plain", name="child"),
+    }
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-7")
+        respond(
+            stub,
+            "hist-7",
+            stream.next(),
+            *(
+                pb.OrchestratorAction(id=n, createSubOrchestration=a)
+                for n, a in enumerate(children.values(), 1)
+            ),
+        )
+        begun = {}
+        for _ in children:
+            item = stream.next()
+            [event] = [e for e in item.orchestratorRequest.newEvents if e.HasField("executionStarted")]
+            begun[item.orchestratorRequest.instanceId] = event.executionStarted
+    finally:
+        stream.close()
+    assert begun["hist-7-traced"].parentTraceContext == trace
+    assert not begun["hist-7-plain"].HasField("parentTraceContext")
+    for started in begun.values():
+        assert started.parentInstance.orchestrationInstance.instanceId == "hist-7"
 
 
 def test_waiting_for_an_unknown_instance_says_it_does_not_exist(stub: Any) -> None:
