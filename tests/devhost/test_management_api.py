@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.devhost.conftest import sample_host, unique
-from tests.integration.harness import Api, DevhostProcess, Reply, wait_until
+from tests.integration.harness import Api, DevhostProcess, Reply, assert_problem, wait_until
 
 MANAGEMENT = "/runtime/webhooks/durabletask"
 
@@ -28,12 +28,6 @@ def host(
 @pytest.fixture
 def api(host: DevhostProcess) -> Api:
     return host.api
-
-
-def assert_problem(reply: Reply, status: int, fragment: str) -> None:
-    assert reply.status == status, (reply.status, reply.body)
-    assert reply.content_type.startswith("application/problem+json")
-    assert fragment in reply.json["detail"], reply.json
 
 
 def start(api: Api, orchestration: str, instance_id: str, value: str | None = None) -> None:

@@ -45,6 +45,15 @@ class Reply:
         return self.headers.get("content-type", "")
 
 
+def assert_problem(reply: Reply, status: int, fragment: str) -> None:
+    """`reply` is a JSON problem with this status whose detail says `fragment`, no stack trace."""
+    assert reply.status == status, (reply.status, reply.body)
+    assert reply.content_type.startswith("application/problem+json"), reply.content_type
+    body = reply.json
+    assert body["status"] == status and fragment in body["detail"], body
+    assert b"Traceback" not in reply.body
+
+
 class Api:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")

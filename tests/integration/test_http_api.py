@@ -11,15 +11,7 @@ import pytest
 from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import unique
-from tests.integration.harness import Api, wait_until
-
-
-def assert_problem(reply: object, status: int, fragment: str) -> None:
-    assert reply.status == status, (reply.status, reply.body)  # type: ignore[attr-defined]
-    assert reply.content_type.startswith("application/problem+json")  # type: ignore[attr-defined]
-    body = reply.json  # type: ignore[attr-defined]
-    assert body["status"] == status and fragment in body["detail"], body
-    assert "Traceback" not in reply.body.decode()  # type: ignore[attr-defined]
+from tests.integration.harness import Api, assert_problem, wait_until
 
 
 def test_create_returns_links_and_location(api: Api) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.fakes.model_server import FakeModelServer, echo
 from tests.integration.conftest import model_env
-from tests.integration.harness import REPO, Api, DevhostProcess, Reply, wait_until
+from tests.integration.harness import REPO, Api, DevhostProcess, Reply, assert_problem, wait_until
 
 MONITOR = "/_devhost"
 XSS = "<script>window.__pwned=1</script><b>x</b>"
@@ -74,12 +74,6 @@ def runtime_status(api: Api, thread_id: str) -> str:
 
 def wait_for_status(api: Api, thread_id: str, status: str) -> None:
     wait_until(lambda: runtime_status(api, thread_id) == status, timeout=30, what=f"{thread_id} {status}")
-
-
-def assert_problem(reply: Reply, status: int, fragment: str) -> None:
-    assert reply.status == status, (reply.status, reply.body)
-    assert reply.content_type.startswith("application/problem+json"), reply.content_type
-    assert fragment in reply.json["detail"], reply.json
 
 
 # -- JSON routes, on every backend ------------------------------------------------------------

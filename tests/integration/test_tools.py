@@ -12,7 +12,7 @@ import pytest
 from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
-from tests.integration.harness import Api, DevhostProcess, wait_until
+from tests.integration.harness import Api, DevhostProcess, assert_problem, wait_until
 from tests.integration.in_process import new_devhost
 
 
@@ -176,6 +176,33 @@ def test_an_approved_tool_runs_and_a_message_sent_meanwhile_is_answered_after(
     assert users == ["remember milk", "and eggs?"]
 
 
+def test_an_approval_shows_arguments_that_are_not_json_as_sent_and_bad_decisions_are_refused(
+    api: Api, model: FakeModelServer
+) -> None:
+    thread_id = new_thread(api)
+    model.enqueue(steps.tool_calls([{"name": "save_note", "arguments": "{not json"}]))
+    posted = api.post(f"/api/threads/{thread_id}/messages", {"content": "note something"})
+    (approval,) = wait_until(lambda: pending(api, thread_id), what="an approval request")
+    assert approval["arguments"] == "{not json"  # shown to the person deciding as the model sent it
+    url = approval["approve_url"]
+    bad_reason = "'reason' must be a string of at most 1000 characters"
+    for target, body, says in (
+        (f"/api/threads/{thread_id}/approvals/no$such", {"approve": True}, "The tool call id must be"),
+        (url, {"reason": "why"}, 'needs "approve": true or false'),
+        (url, {"approve": "yes"}, 'needs "approve": true or false'),
+        (url, {"approve": True, "reason": 7}, bad_reason),
+        (url, {"approve": True, "reason": "r" * 1001}, bad_reason),
+    ):
+        assert_problem(api.post(target, body), 400, says)
+    assert pending(api, thread_id) == [approval]  # nothing refused was taken as a decision
+    assert api.post(url, {"approve": True, "reason": "r" * 1000}).status == 202
+    done = api.get(posted.json["reply_url"] + "?wait=30").json
+    assert done["status"] == "answered"
+    (tool,) = [e for e in entries(api, thread_id) if e["role"] == "tool"]
+    assert tool["is_error"] is True and "not valid JSON" in tool["content"]
+    assert api.get(f"/api/threads/{thread_id}/notes").json["notes"] == []
+
+
 def test_a_denied_tool_does_not_run_and_the_model_hears_why(api: Api, model: FakeModelServer) -> None:
     thread_id = new_thread(api)
     model.enqueue(steps.tool_calls([{"name": "save_note", "arguments": {"text": "secret"}}]))
@@ -268,6 +295,14 @@ def test_the_agents_are_listed_with_their_tools(api: Api) -> None:
     thread_id = new_thread(api, agent=names[1])
     assert api.get(f"/api/threads/{thread_id}").json["agent"] == names[1]
     assert api.post("/api/threads", {"agent": "nobody"}).status == 400
+
+
+def test_an_agent_run_whose_model_refuses_is_a_502_problem(api: Api, model: FakeModelServer) -> None:
+    model.enqueue(steps.error(400, message="refused by the test"))
+    failed = api.post("/api/agents/assistant/run", {"message": "please fail"})
+    assert_problem(failed, 502, "The agent could not answer: ")
+    assert failed.json["detail"].endswith("(model_rejected)")
+    assert len(model.requests) == 1
 
 
 def test_the_agent_framework_run_contract(api: Api, model: FakeModelServer) -> None:
