@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+import urllib.error
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class JwksServer:
     keys: list[Any] = field(default_factory=list)
     hits: int = 0
     status: int = 200
+    #: the document is padded with spaces to this many bytes (0: as it is)
+    size: int = 0
+    accepts: list[str | None] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -68,7 +72,9 @@ class JwksServer:
 
             def do_GET(self) -> None:
                 owner.hits += 1
+                owner.accepts.append(self.headers.get("Accept"))
                 body = json.dumps({"keys": owner.keys}).encode()
+                body += b" " * max(0, owner.size - len(body))
                 self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -459,7 +465,7 @@ def test_shared_validator_is_built_once_across_threads(jwks: JwksServer) -> None
         t.start()
     for t in threads:
         t.join()
-    assert len({id(v) for v in found}) == 1
+    assert len({id(v) for v in found}) == 1 and isinstance(found[0], EntraTokenValidator)
     assert jwks.hits == 0  # built, but no key fetched yet
 
 
@@ -607,3 +613,199 @@ def test_a_key_server_that_never_answers_times_out() -> None:
         port = silent.getsockname()[1]
         with pytest.raises(TimeoutError):
             auth._fetch_json(f"http://127.0.0.1:{port}/keys", 0.2)
+
+
+# -- every refusal, word for word ------------------------------------------------------------
+
+
+def test_each_refusal_says_exactly_what_to_fix(
+    settings: Settings,
+    validator: EntraTokenValidator,
+    signing_key: rsa.RSAPrivateKey,
+    other_key: rsa.RSAPrivateKey,
+) -> None:
+    now = int(time.time())
+    claims = {"iss": V2_ISSUER, "aud": CLIENT_ID, "oid": USER_OID, "exp": now + 60}
+    api = AUDIENCE
+    cases: dict[str, tuple[dict[str, str], str]] = {
+        "scheme": (
+            {"Authorization": "Basic dXNlcjpwYXNz"},
+            "The Authorization header is malformed; send 'Authorization: Bearer <access token>'.",
+        ),
+        "two words": (
+            {"Authorization": "Bearer a b"},
+            "The Authorization header is malformed; send 'Authorization: Bearer <access token>'.",
+        ),
+        "not a jwt": (
+            bearer("not-a-jwt"),
+            "The bearer token is malformed (not a signed JWT). Send an Entra ID access token: "
+            "'Authorization: Bearer <token>'.",
+        ),
+        "hs256": (
+            bearer(jwt.encode(claims, "k" * 32, algorithm="HS256", headers={"kid": "key-1"})),
+            "The token is signed with 'HS256'; this API accepts only RS256-signed Entra ID access tokens.",
+        ),
+        "no kid": (
+            bearer(jwt.encode(claims, signing_key, algorithm="RS256")),
+            "The token names no signing key ('kid'); it is not an Entra ID access token.",
+        ),
+        "empty kid": (
+            bearer(jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": ""})),
+            "The token names no signing key ('kid'); it is not an Entra ID access token.",
+        ),
+        "not yet": (
+            bearer(token(signing_key, nbf=now + 600, iat=now + 600, exp=now + 4200)),
+            "The token is not valid yet (its 'nbf' or 'iat' is in the future). Check the clock of the "
+            "machine that got it.",
+        ),
+        "audience": (
+            bearer(token(signing_key, aud="https://graph.microsoft.com")),
+            "The token is for audience 'https://graph.microsoft.com'; this API accepts "
+            f"{api} or {CLIENT_ID}. Request a token for {api}, e.g. "
+            f"`az account get-access-token --resource {api}`.",
+        ),
+        "signature": (
+            bearer(token(other_key, kid="key-1")),
+            "The token's signature does not verify against the tenant's signing key it names; the token "
+            "was altered or not issued by Entra ID. Get a new access token.",
+        ),
+        "no exp": (
+            bearer(token(signing_key, drop=("exp",))),
+            "The token has no 'exp' claim; it is not an Entra ID access token.",
+        ),
+        "bad iat": (
+            bearer(token(signing_key, iat="yesterday")),
+            f"The token was rejected (InvalidIssuedAtError). Send an Entra ID access token for {api}.",
+        ),
+        "no oid": (
+            bearer(token(signing_key, drop=("oid",))),
+            "The token has no 'oid' (object id) claim, so it names no user or application. Use an access "
+            "token issued to a user or a service principal of the tenant.",
+        ),
+        "unknown key": (
+            bearer(token(other_key, kid="key-9")),
+            f"The token is signed with key id 'key-9', which is not one of this tenant's published signing "
+            f"keys ({validator.jwks_url}). Use an access token issued by the tenant in AUTH_TENANT_ID for "
+            "this API.",
+        ),
+    }
+    for case, (headers, message) in cases.items():
+        assert rejected(headers, settings, validator) == message, case
+
+
+@pytest.fixture
+def new_york_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is not UTC (messages must not depend on it)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_an_expiry_is_told_in_utc_whatever_the_local_time_zone(
+    settings: Settings, validator: EntraTokenValidator, signing_key: rsa.RSAPrivateKey, new_york_time: None
+) -> None:
+    old = token(signing_key, iat=1_699_990_000, nbf=1_699_990_000, exp=1_700_000_000)
+    assert rejected(bearer(old), settings, validator) == (
+        "The token expired at 2023-11-14 22:13:20 UTC. Get a new access token and retry."
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AuthSettings(mode="entra", tenant_id="", audiences=(AUDIENCE,)),
+        AuthSettings(mode="entra", tenant_id=TENANT, audiences=()),
+    ],
+    ids=["no tenant", "no audience"],
+)
+def test_a_validator_needs_a_tenant_and_an_audience(config: AuthSettings) -> None:
+    with pytest.raises(ValueError, match=r"^AUTH_MODE=entra needs AUTH_TENANT_ID and AUTH_AUDIENCE$"):
+        EntraTokenValidator(config)
+
+
+# -- the key cache at its edges ----------------------------------------------------------------
+
+
+def test_fetches_are_counted_and_the_floors_and_age_hold_to_the_second(
+    jwks: JwksServer, signing_key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey
+) -> None:
+    clock = Clock()
+    clock.now = 1_000_000.0  # a monotonic clock far from zero
+    validator = EntraTokenValidator(
+        entra_settings(jwks.url).auth,
+        clock=clock,
+        min_refetch_seconds=60,
+        retry_failed_fetch_seconds=10,
+        max_key_age_seconds=3600,
+    )
+    assert validator.principal(token(signing_key)) == USER_OID
+    assert (validator.fetch_count, jwks.hits) == (1, 1)
+    assert jwks.accepts == ["application/json"]
+    clock.now += 10  # past the failed-fetch floor, within the refetch floor: no fetch for a new key
+    with pytest.raises(UnauthorizedError, match="not one of this tenant's published signing keys"):
+        validator.principal(token(other_key, kid="key-2"))
+    assert jwks.hits == 1
+    clock.now += 50  # exactly the refetch floor after the fetch
+    jwks.keys.append(jwk(other_key, "key-2"))
+    assert validator.principal(token(other_key, kid="key-2")) == USER_OID
+    assert (validator.fetch_count, jwks.hits) == (2, 2)
+    clock.now += 3599  # a second short of the key age: the cache serves
+    assert validator.principal(token(signing_key)) == USER_OID
+    assert jwks.hits == 2
+    clock.now += 1  # exactly the key age: stale, fetched again
+    assert validator.principal(token(signing_key)) == USER_OID
+    assert (validator.fetch_count, jwks.hits) == (3, 3)
+
+
+def test_a_failed_fetch_is_retried_exactly_at_its_floor(
+    jwks: JwksServer, signing_key: rsa.RSAPrivateKey
+) -> None:
+    jwks.status = 500
+    clock = Clock()
+    validator = EntraTokenValidator(entra_settings(jwks.url).auth, clock=clock, retry_failed_fetch_seconds=10)
+    with pytest.raises(SigningKeysUnavailableError):
+        validator.principal(token(signing_key))
+    clock.now += 9.999
+    with pytest.raises(SigningKeysUnavailableError) as waiting:
+        validator.principal(token(signing_key))
+    assert waiting.value.retryable is True and waiting.value.http_status == 503
+    assert str(waiting.value) == (
+        f"The app could not fetch the token signing keys from {jwks.url} and will try again within "
+        "10 seconds; retry then."
+    )
+    assert (validator.fetch_count, jwks.hits) == (1, 1)
+    jwks.status = 200
+    clock.now += 0.001
+    assert validator.principal(token(signing_key)) == USER_OID
+    assert (validator.fetch_count, jwks.hits) == (2, 2)
+
+
+def test_the_shared_validator_serves_requests_without_one(
+    jwks: JwksServer, signing_key: rsa.RSAPrivateKey
+) -> None:
+    settings = entra_settings(jwks.url, AUTH_AUDIENCE=f"api://{uuid.uuid4()},{CLIENT_ID}")
+    shared = validator_for(settings.auth)
+    assert isinstance(shared, EntraTokenValidator) and validator_for(settings.auth) is shared
+    assert principal_for(bearer(token(signing_key)), settings) == USER_OID
+    assert principal_for(bearer(token(signing_key)), settings) == USER_OID
+    assert shared.fetch_count == 1 and jwks.hits == 1
+
+
+@pytest.mark.parametrize("size", [auth.MAX_JWKS_BYTES, auth.MAX_JWKS_BYTES + 1])
+def test_a_key_set_may_take_a_mebibyte_and_not_a_byte_more(jwks: JwksServer, size: int) -> None:
+    jwks.size = size
+    if size <= auth.MAX_JWKS_BYTES:
+        assert auth._fetch_json(jwks.url, 5.0)["keys"] == jwks.keys
+    else:
+        with pytest.raises(ValueError, match=r"^the key set is larger than 1048576 bytes$"):
+            auth._fetch_json(jwks.url, 5.0)
+
+
+def test_https_key_set_urls_are_fetched() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):  # not a refused URL
+        auth._fetch_json(f"https://127.0.0.1:{port}/keys", 1.0)
