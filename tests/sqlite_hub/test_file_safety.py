@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import stat
@@ -16,7 +17,7 @@ from google.protobuf import wrappers_pb2
 
 from devhost.sqlite_hub import SqliteSidecar
 from devhost.sqlite_hub.files import OwnerLock, tighten
-from devhost.sqlite_hub.storage import HubInUseError
+from devhost.sqlite_hub.storage import HubInUseError, Storage
 from tests.sqlite_hub.protocol.raw import RawStream
 
 
@@ -206,3 +207,26 @@ def test_the_owner_lock_can_be_released_twice_and_taken_again(tmp_path: pathlib.
         assert (tmp_path / "taskhub.db.owner").read_text(encoding="utf-8") == str(os.getpid())
     finally:
         again.release()
+
+
+def test_a_hub_file_locked_without_an_owner_record_names_no_pid(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "taskhub.db"
+    with db.open("a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's lock, no .owner file
+        with pytest.raises(HubInUseError) as refused:
+            SqliteSidecar(db).start()
+    assert str(refused.value) == (
+        f"{db} is already served by another task hub (pid unknown); stop it or use another database"
+    )
+
+
+def test_storage_closes_safely_when_never_opened_and_when_closed_twice(tmp_path: pathlib.Path) -> None:
+    never = Storage(tmp_path / "never.db")
+    never.close()
+    opened = Storage(tmp_path / "opened.db")
+    opened.open()
+    opened.close()
+    opened.close()
+    again = Storage(tmp_path / "opened.db")  # the file is free again
+    again.open()
+    again.close()
