@@ -61,5 +61,18 @@ def complete_action(result: str = '"done"') -> Any:
     )
 
 
+def complete_activity(stub: Any, item: Any, result: str | None = None) -> None:
+    """Completes the activity work item `item` with `result` (JSON text)."""
+    request = item.activityRequest
+    stub.CompleteActivityTask(
+        pb.ActivityResponse(
+            instanceId=request.orchestrationInstance.instanceId,
+            taskId=request.taskId,
+            completionToken=item.completionToken,
+            result=wrappers_pb2.StringValue(value=result) if result is not None else None,
+        )
+    )
+
+
 def status(stub: Any, iid: str) -> int:
     return int(stub.GetInstance(pb.GetInstanceRequest(instanceId=iid)).orchestrationState.orchestrationStatus)

@@ -21,7 +21,7 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 from devhost.sqlite_hub import SqliteSidecar
 from devhost.sqlite_hub.storage import TransactionAudit
 from tests.sqlite_hub import workflows as wf
-from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, complete_activity, start
 
 
 @pytest.fixture
@@ -91,14 +91,7 @@ def test_each_transition_is_one_commit_and_handing_out_work_is_none(raw: Any, au
         activities = [stream.next() for _ in range(3)]
         assert commits.since() == 0
         for item in activities:
-            raw.CompleteActivityTask(
-                pb.ActivityResponse(
-                    instanceId="c-1",
-                    taskId=item.activityRequest.taskId,
-                    completionToken=item.completionToken,
-                    result=wrappers_pb2.StringValue(value="1"),
-                )
-            )
+            complete_activity(raw, item, "1")
             assert commits.since() == 1
         # The next step, sent in two chunks: the partial chunk commits nothing.
         step = stream.next()

@@ -19,7 +19,7 @@ from google.protobuf import wrappers_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from devhost.sqlite_hub import SqliteSidecar
-from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start, status
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, complete_activity, start, status
 
 
 def history(stub: Any, iid: str) -> list[Any]:
@@ -70,14 +70,7 @@ def test_a_step_stamps_its_events_with_its_own_time_and_keeps_results_and_tags(s
         scheduled_at = state(stub, "hist-1").lastUpdatedTimestamp
         activity = stream.next()
         assert dict(activity.activityRequest.tags) == {"tenant": "t-7"}
-        stub.CompleteActivityTask(
-            pb.ActivityResponse(
-                instanceId="hist-1",
-                taskId=1,
-                completionToken=activity.completionToken,
-                result=wrappers_pb2.StringValue(value='"found"'),
-            )
-        )
+        complete_activity(stub, activity, '"found"')
         second = stream.next()
         respond(stub, "hist-1", second, complete_action('"all done"'))
     finally:
@@ -230,14 +223,7 @@ def test_a_reply_to_work_of_an_earlier_execution_is_dropped(
         assert begin.executionStarted.orchestrationInstance.executionId.value == second_execution
         assert second_execution not in ("", first_execution)
         respond(stub, "hist-6", started)
-        stub.CompleteActivityTask(
-            pb.ActivityResponse(
-                instanceId="hist-6",
-                taskId=1,
-                completionToken=activity.completionToken,
-                result=wrappers_pb2.StringValue(value='"stale"'),
-            )
-        )
+        complete_activity(stub, activity, '"stale"')
         raise_event(stub, "hist-6", "next")
         step = stream.next()
         kinds = [event.WhichOneof("eventType") for event in step.orchestratorRequest.newEvents]

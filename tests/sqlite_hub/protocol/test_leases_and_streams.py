@@ -17,7 +17,7 @@ from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from google.protobuf import wrappers_pb2
 
 from devhost.sqlite_hub import SqliteSidecar
-from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start, status
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, complete_activity, start, status
 
 
 def test_stale_and_repeated_completions_are_rejected(stub: Any) -> None:
@@ -131,22 +131,8 @@ def test_activity_abandon_and_completion(stub: Any) -> None:
         again = stream.next()
         assert again.activityRequest.taskId == 1 and again.completionToken != activity.completionToken
         with pytest.raises(grpc.RpcError):
-            stub.CompleteActivityTask(
-                pb.ActivityResponse(
-                    instanceId="act-1",
-                    taskId=1,
-                    completionToken=activity.completionToken,
-                    result=wrappers_pb2.StringValue(value='"x"'),
-                )
-            )
-        stub.CompleteActivityTask(
-            pb.ActivityResponse(
-                instanceId="act-1",
-                taskId=1,
-                completionToken=again.completionToken,
-                result=wrappers_pb2.StringValue(value='"y"'),
-            )
-        )
+            complete_activity(stub, activity, '"x"')
+        complete_activity(stub, again, '"y"')
         step2 = stream.next()
         new = [e.WhichOneof("eventType") for e in step2.orchestratorRequest.newEvents]
         assert new == ["orchestratorStarted", "taskCompleted"]

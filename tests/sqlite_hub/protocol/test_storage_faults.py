@@ -13,10 +13,9 @@ from typing import Any
 import grpc
 import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
-from google.protobuf import wrappers_pb2
 
 from devhost.sqlite_hub import SqliteSidecar
-from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, complete_activity, start
 
 BIG = '"' + "y" * 300_000 + '"'  # needs far more pages than the database has free
 
@@ -100,14 +99,7 @@ def test_read_only_database_keeps_activity_results_for_redelivery(
         activity = stream.next()
         pragma(sidecar, "PRAGMA query_only = ON")
         with pytest.raises(grpc.RpcError) as read_only:
-            stub.CompleteActivityTask(
-                pb.ActivityResponse(
-                    instanceId="ro-1",
-                    taskId=1,
-                    completionToken=activity.completionToken,
-                    result=wrappers_pb2.StringValue(value='"r"'),
-                )
-            )
+            complete_activity(stub, activity, '"r"')
         assert read_only.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "read-only" in str(read_only.value.details())
         with pytest.raises(grpc.RpcError) as refused_start:
@@ -117,14 +109,7 @@ def test_read_only_database_keeps_activity_results_for_redelivery(
         pragma(sidecar, "PRAGMA query_only = OFF")
         again = stream.next()
         assert again.activityRequest.taskId == 1  # the activity came back
-        stub.CompleteActivityTask(
-            pb.ActivityResponse(
-                instanceId="ro-1",
-                taskId=1,
-                completionToken=again.completionToken,
-                result=wrappers_pb2.StringValue(value='"r"'),
-            )
-        )
+        complete_activity(stub, again, '"r"')
         resumed = stream.next()
         assert resumed.orchestratorRequest.newEvents[-1].taskCompleted.result.value == '"r"'
     finally:
