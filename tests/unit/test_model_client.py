@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import subprocess
@@ -566,3 +567,22 @@ def test_errors_name_the_azure_deployment_and_what_came_back(
         with pytest.raises(ModelCallError) as raised:
             ask(model)
         assert f"{target} returned a completion without text (finish_reason none)" in str(raised.value)
+
+
+def test_tool_calls_that_are_not_a_list_are_a_malformed_completion(
+    server: FakeModelServer, clock: FakeClock
+) -> None:
+    body = {
+        "choices": [{"message": {"content": "x", "tool_calls": "call it"}, "finish_reason": "tool_calls"}]
+    }
+    server.enqueue(malformed(json.dumps(body)))
+    with compatible(server, clock, MODEL_MAX_ATTEMPTS="1") as model, pytest.raises(ModelCallError) as raised:
+        ask(model)
+    assert "returned a malformed completion (tool_calls)" in str(raised.value)
+
+
+def test_a_plain_text_error_body_is_quoted(server: FakeModelServer, clock: FakeClock) -> None:
+    server.enqueue(error(400, body="  the proxy refused this request  "))
+    with compatible(server, clock) as model, pytest.raises(ModelRejectedError) as raised:
+        ask(model)
+    assert "rejected the request with HTTP 400: the proxy refused this request." in str(raised.value)
