@@ -456,3 +456,20 @@ def test_minimal_payloads_read_with_their_defaults() -> None:
     message = [{"role": "user", "content": "q"}]
     assert ModelRequest.from_dict({"messages": message}).max_reply_bytes == 64 * 1024
     assert ModelRequest.from_dict({"messages": message, "max_reply_bytes": 1000}).max_reply_bytes == 1000
+
+
+def test_the_request_keeps_every_field_on_the_wire() -> None:
+    call = {"id": "call_1", "name": "calculate", "arguments": "{}"}
+    request = ModelRequest(
+        thread_id="thread-9",
+        turn=4,
+        messages=[
+            ChatMessage("user", "2+2?"),
+            ChatMessage.from_dict({"role": "assistant", "content": "", "tool_calls": [call]}),
+            ChatMessage.from_dict({"role": "tool", "content": "4", "tool_call_id": "call_1"}),
+        ],
+        max_reply_bytes=12_345,
+        agent="calculator",
+    )
+    assert ModelRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+    assert ChatMessage.from_dict({"role": "tool", "content": "4", "tool_call_id": 7}).tool_call_id is None

@@ -310,9 +310,12 @@ def test_filtered_completion_is_a_content_filter_error(server: FakeModelServer, 
 
 def test_empty_reply_cut_by_the_token_limit_is_not_retried(server: FakeModelServer, clock: FakeClock) -> None:
     server.enqueue(reply("", finish_reason="length"))
-    with compatible(server, clock) as model, pytest.raises(ModelCallError, match="MODEL_MAX_OUTPUT_TOKENS"):
+    with (
+        compatible(server, clock) as model,
+        pytest.raises(ModelCallError, match="MODEL_MAX_OUTPUT_TOKENS") as raised,
+    ):
         ask(model)
-    assert len(server.requests) == 1
+    assert len(server.requests) == 1 and raised.value.retryable is False
 
 
 def test_no_key_token_or_prompt_leaks_into_errors_or_logs(
@@ -586,3 +589,48 @@ def test_a_plain_text_error_body_is_quoted(server: FakeModelServer, clock: FakeC
     with compatible(server, clock) as model, pytest.raises(ModelRejectedError) as raised:
         ask(model)
     assert "rejected the request with HTTP 400: the proxy refused this request." in str(raised.value)
+
+
+def test_a_configured_key_is_redacted_even_when_it_does_not_look_like_one(
+    server: FakeModelServer, clock: FakeClock
+) -> None:
+    server.enqueue(error(400, message="the key open-sesame-please is not allowed here"))
+    with (
+        compatible(server, clock, OPENAI_API_KEY="open-sesame-please") as model,
+        pytest.raises(ModelRejectedError) as raised,
+    ):
+        ask(model)
+    assert "open-sesame-please" not in str(raised.value) and "is not allowed here" in str(raised.value)
+
+
+def test_azure_rejections_name_the_fix_word_for_word(server: FakeModelServer, clock: FakeClock) -> None:
+    target = f"Azure OpenAI deployment 'chat-deployment' at {server.root_url}"
+    role = (
+        "Check that the app's identity (DefaultAzureCredential) has the 'Cognitive Services OpenAI User' "
+        "role on this Azure OpenAI resource (role assignments can take minutes to apply)."
+    )
+    expected = {
+        400: "The request was invalid for this deployment; check the model supports chat completions.",
+        401: role,
+        403: role,
+    }
+    with azure(server, clock, FakeCredential()) as model:
+        for status, hint in expected.items():
+            server.enqueue(error(status, message="no"))
+            with pytest.raises(ModelRejectedError) as raised:
+                ask(model)
+            assert str(raised.value) == f"{target} rejected the request with HTTP {status}: no. {hint}"
+
+
+def test_an_error_message_that_is_not_text_is_left_out(server: FakeModelServer, clock: FakeClock) -> None:
+    server.enqueue(error(400, body={"error": {"message": 42, "code": None}}))
+    with compatible(server, clock) as model, pytest.raises(ModelRejectedError) as raised:
+        ask(model)
+    assert "HTTP 400. " in str(raised.value) and "42" not in str(raised.value)
+
+
+def test_usage_counts_the_server_left_out_are_zero(server: FakeModelServer, clock: FakeClock) -> None:
+    server.enqueue(reply("ok", usage={"prompt_tokens": 3}))
+    with compatible(server, clock) as model:
+        usage = ask(model).usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 0, 0)
