@@ -2,7 +2,8 @@
 
 With PAYLOAD_CAP_BYTES=65536 a message may take 32 KiB once encoded for storage and a
 reply 16 KiB. Text within the 32 KiB character limit can still be too large encoded (every
-`"` becomes `\\"`); a longer reply is cut and marked, never dropped or failed.
+`"` becomes `\\"`); a longer reply is cut and marked, never dropped or failed; and a
+generation of the thread ends once the payloads it carried pass the cap.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from tests.fakes import model_server as steps
 from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
-from tests.integration.harness import Api, assert_problem
+from tests.integration.harness import Api, assert_problem, wait_until
 from tests.integration.in_process import new_devhost
 
 REPLY_LIMIT = (65536 - 16 * 1024 - 16 * 1024) // 2  # half of what a model request may carry
@@ -57,3 +58,31 @@ def test_a_reply_longer_than_a_thread_stores_is_cut_and_marked(small: Api, model
     assert REPLY_LIMIT // 2 < len(json.dumps(reply).encode()) <= REPLY_LIMIT
     stored = small.get(f"/api/threads/{thread_id}/messages").json["messages"][-1]
     assert stored["content"] == reply["content"] and stored["truncated"] is True
+
+
+def talk(api: Api, thread_id: str, content: str, answer: str) -> None:
+    sent = api.post(f"/api/threads/{thread_id}/messages?wait=30", {"content": content})
+    assert sent.status == 200 and sent.json["reply"]["content"] == answer, sent.body
+
+
+def test_a_generation_ends_once_the_payloads_it_carried_pass_the_cap(
+    small: Api, model: FakeModelServer
+) -> None:
+    """A turn carries its message's text four times: the event, the model request, the
+    history page write and the message index record. 4 x 17,000 bytes pass the 65,536-byte
+    cap, so the generation ends after that one turn."""
+    thread_id = new_thread(small)
+    model.enqueue(steps.reply("ok"))
+    talk(small, thread_id, "m" * 17_000, "ok")
+    wait_until(lambda: small.get(f"/api/threads/{thread_id}").json["generation"] == 1, what="generation 1")
+
+
+def test_a_generation_under_the_cap_goes_on(small: Api, model: FakeModelServer) -> None:
+    """4 x 12,000 bytes, and the next turn's request carrying them again in the window,
+    stay under the cap: both turns run in the first generation, which goes on."""
+    thread_id = new_thread(small)
+    model.enqueue(steps.reply("ok"))
+    talk(small, thread_id, "m" * 12_000, "ok")
+    talk(small, thread_id, "next", "echo: next")
+    thread = small.get(f"/api/threads/{thread_id}").json
+    assert (thread["generation"], thread["turn"]) == (0, 2)
