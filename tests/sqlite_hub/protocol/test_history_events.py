@@ -284,3 +284,110 @@ def test_the_lease_length_reaches_the_hub(tmp_path: Any, seconds: float) -> None
         assert hub.hub is not None and hub.hub.leases.duration == seconds
     finally:
         hub.stop()
+
+
+def test_versions_reach_activities_and_sub_orchestrations(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-8")
+        respond(
+            stub,
+            "hist-8",
+            stream.next(),
+            pb.OrchestratorAction(
+                id=1,
+                scheduleTask=pb.ScheduleTaskAction(name="act", version=wrappers_pb2.StringValue(value="1.2")),
+            ),
+            pb.OrchestratorAction(
+                id=2,
+                createSubOrchestration=pb.CreateSubOrchestrationAction(
+                    instanceId="hist-8-child", name="child", version=wrappers_pb2.StringValue(value="3")
+                ),
+            ),
+        )
+        handed = {item.WhichOneof("request"): item for item in (stream.next(), stream.next())}
+    finally:
+        stream.close()
+    assert handed["activityRequest"].activityRequest.version.value == "1.2"
+    [started] = [
+        e
+        for e in handed["orchestratorRequest"].orchestratorRequest.newEvents
+        if e.HasField("executionStarted")
+    ]
+    assert started.executionStarted.version.value == "3"
+    [scheduled] = of_kind(history(stub, "hist-8"), "taskScheduled")
+    assert scheduled.taskScheduled.version.value == "1.2"
+
+
+def test_an_orchestration_terminates_another_with_its_reason(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-9-target")
+        respond(stub, "hist-9-target", stream.next())  # it waits for something
+        start(stub, "hist-9")
+        terminate = pb.OrchestratorAction(
+            id=1,
+            terminateOrchestration=pb.TerminateOrchestrationAction(
+                instanceId="hist-9-target", reason=wrappers_pb2.StringValue(value='"enough"')
+            ),
+        )
+        respond(stub, "hist-9", stream.next(), terminate)
+        ending = stream.next()
+    finally:
+        stream.close()
+    assert ending.orchestratorRequest.instanceId == "hist-9-target"
+    *_, last = ending.orchestratorRequest.newEvents
+    assert last.executionTerminated.input.value == '"enough"'  # the worker ends it with this output
+
+
+def test_a_child_terminated_without_running_fails_its_parent_step(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-11")
+        child = pb.OrchestratorAction(
+            id=2, createSubOrchestration=pb.CreateSubOrchestrationAction(instanceId="hist-11-child", name="c")
+        )
+        respond(stub, "hist-11", stream.next(), child)
+        assert stream.next().orchestratorRequest.instanceId == "hist-11-child"  # in flight, never completed
+        skipped = stub.SkipGracefulOrchestrationTerminations(
+            pb.SkipGracefulOrchestrationTerminationsRequest(
+                instanceBatch=pb.InstanceBatch(instanceIds=["hist-11-child"])
+            )
+        )
+        assert list(skipped.unterminatedInstanceIds) == []
+        parent_step = stream.next()
+    finally:
+        stream.close()
+    assert parent_step.orchestratorRequest.instanceId == "hist-11"
+    events = parent_step.orchestratorRequest.newEvents
+    [failed] = [
+        e.subOrchestrationInstanceFailed for e in events if e.HasField("subOrchestrationInstanceFailed")
+    ]
+    assert failed.taskScheduledId == 2
+    assert (failed.failureDetails.errorType, failed.failureDetails.errorMessage) == (
+        "OrchestrationTerminated",
+        "Sub-orchestration 'hist-11-child' was terminated",
+    )
+
+
+def test_an_action_the_hub_cannot_apply_fails_the_orchestration_and_says_why(
+    stub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("the target is in a bad way")
+
+    monkeypatch.setattr("devhost.sqlite_hub.steps.instances.terminate", broken)
+    stream = RawStream(stub)
+    try:
+        start(stub, "hist-10")
+        terminate = pb.OrchestratorAction(
+            id=1, terminateOrchestration=pb.TerminateOrchestrationAction(instanceId="elsewhere")
+        )
+        respond(stub, "hist-10", stream.next(), terminate)
+    finally:
+        stream.close()
+    failed = state(stub, "hist-10")
+    assert failed.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
+    assert failed.failureDetails.errorType == "builtins.ValueError"
+    assert failed.failureDetails.errorMessage == "the target is in a bad way"
+    assert failed.failureDetails.isNonRetriable
