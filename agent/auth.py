@@ -149,7 +149,7 @@ class EntraTokenValidator:
                     continue
                 try:
                     keys[str(entry["kid"])] = jwt.PyJWK(entry, algorithm="RS256")
-                except jwt.PyJWKError:
+                except (jwt.PyJWKError, jwt.InvalidKeyError):  # e.g. a modulus that is no number
                     continue
             if not keys:
                 raise ValueError("the key set holds no RSA signing keys")

@@ -491,8 +491,9 @@ def test_mode_app_service_trusts_the_platform_header(env: dict[str, str]) -> Non
     settings = load_settings(env)
     assert principal_for({"X-MS-CLIENT-PRINCIPAL-ID": " user-1 "}, settings) == "user-1"
     assert principal_for({"x-ms-client-principal-id": "user-2"}, settings) == "user-2"
-    with pytest.raises(UnauthorizedError, match="Sign in"):
+    with pytest.raises(UnauthorizedError) as refused:
         principal_for({}, settings)
+    assert str(refused.value) == "Sign in first: this app serves threads only to authenticated callers."
 
 
 def test_only_rsa_signing_keys_with_an_id_are_taken_from_the_key_set(
@@ -502,6 +503,7 @@ def test_only_rsa_signing_keys_with_an_id_are_taken_from_the_key_set(
     jwks.keys = [
         {**jwk(other_key, "enc-1"), "use": "enc"},  # an encryption key first: skipped, not the end
         {"kty": "EC", "kid": "ec-1", "crv": "P-256"},
+        {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},  # unusable: skipped, not the end
         {k: v for k, v in jwk(other_key, "x").items() if k != "kid"},
         "not a key",
         unused,
@@ -567,7 +569,10 @@ def test_no_token_without_a_configured_audience_names_no_resource() -> None:
     )
     with pytest.raises(UnauthorizedError) as caught:
         auth.bearer_token({}, AUDIENCE)
-    assert str(caught.value).endswith(f"(e.g. from `az account get-access-token --resource {AUDIENCE}`).")
+    assert str(caught.value) == (
+        f"This API needs a Microsoft Entra ID access token for {AUDIENCE}: send 'Authorization: Bearer "
+        f"<token>' (e.g. from `az account get-access-token --resource {AUDIENCE}`)."
+    )
 
 
 def test_an_expired_token_says_when_it_expired(
