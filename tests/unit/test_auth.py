@@ -425,7 +425,11 @@ def test_unreachable_keys_are_a_retryable_503(jwks: JwksServer, signing_key: rsa
         principal_for(bearer(token(signing_key)), settings, validator=validator)
     assert caught.value.http_status == 503
     assert caught.value.retryable
-    assert jwks.url in str(caught.value)
+    assert str(caught.value) == (
+        f"The app could not fetch the token signing keys from {jwks.url} (HTTPError), so it cannot check "
+        "tokens right now. Retry in a minute; if it persists, check AUTH_TENANT_ID / AUTH_JWKS_URL and "
+        "outbound access."
+    )
     with pytest.raises(SigningKeysUnavailableError):  # within the retry floor: no new fetch
         validator.principal(token(signing_key))
     assert jwks.hits == 1
@@ -551,6 +555,7 @@ def test_an_oversized_bearer_token_is_refused_before_any_work(
 ) -> None:
     message = rejected(bearer("x" * (16 * 1024 + 1)), settings, validator)
     assert message == "The bearer token is longer than 16384 bytes; it is not one."
+    assert "malformed" in rejected(bearer("x" * (16 * 1024)), settings, validator)  # the limit itself is read
     assert validator.fetch_count == 0
 
 
