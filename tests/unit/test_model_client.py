@@ -267,7 +267,10 @@ def test_azure_content_filter_refusal(server: FakeModelServer, clock: FakeClock)
     ):
         ask(model)
     assert raised.value.code == "content_filtered"
-    assert "content filter" in str(raised.value)
+    assert str(raised.value) == (
+        f"The content filter of Azure OpenAI deployment 'chat-deployment' at {server.root_url} refused the "
+        "prompt (HTTP 400); rephrase the message."
+    )
     assert len(server.requests) == 1
 
 
@@ -623,10 +626,10 @@ def test_azure_rejections_name_the_fix_word_for_word(server: FakeModelServer, cl
 
 
 def test_an_error_message_that_is_not_text_is_left_out(server: FakeModelServer, clock: FakeClock) -> None:
-    server.enqueue(error(400, body={"error": {"message": 42, "code": None}}))
+    server.enqueue(error(400, body={"error": {"message": ["zebra-text"], "code": None}}))
     with compatible(server, clock) as model, pytest.raises(ModelRejectedError) as raised:
         ask(model)
-    assert "HTTP 400. " in str(raised.value) and "42" not in str(raised.value)
+    assert "HTTP 400. " in str(raised.value) and "zebra-text" not in str(raised.value)
 
 
 def test_usage_counts_the_server_left_out_are_zero(server: FakeModelServer, clock: FakeClock) -> None:
@@ -634,3 +637,20 @@ def test_usage_counts_the_server_left_out_are_zero(server: FakeModelServer, cloc
     with compatible(server, clock) as model:
         usage = ask(model).usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 0, 0)
+
+
+def test_an_endpoint_that_refuses_connections_is_named_with_the_cause(clock: FakeClock) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = load_settings(
+        {"OPENAI_MODEL": "m", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "MODEL_MAX_ATTEMPTS": "1"}
+    )
+    with (
+        build_model_client(settings, sleep=clock.sleep, clock=clock.now) as model,
+        pytest.raises(ModelCallError) as raised,
+    ):
+        ask(model)
+    assert str(raised.value).endswith(
+        f"could not reach model 'm' at http://127.0.0.1:{port}/v1 (ConnectError)"
+    )

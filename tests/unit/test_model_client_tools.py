@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -102,9 +103,10 @@ def test_loose_tool_calls_from_compatible_servers(server: FakeModelServer, clock
         answer = model.complete([ChatMessage("user", "x")], ModelOptions(tools=(CALCULATE,)))
     first, second = answer.tool_calls
     assert first["arguments"] == '{"expression": "2"}' and second["arguments"] == ""
-    assert (
-        first["id"].startswith("call_") and second["id"].startswith("call_") and first["id"] != second["id"]
-    )
+    # ids made here look like OpenAI's (call_ and 24 characters), one per call
+    made_here = re.compile(r"call_[0-9a-f]{24}")
+    assert made_here.fullmatch(first["id"]) and made_here.fullmatch(second["id"])
+    assert first["id"] != second["id"]
 
 
 def test_a_malformed_tool_call_is_transient(server: FakeModelServer, clock: FakeClock) -> None:
