@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,12 +84,18 @@ class ThreadService:
         principal: str | None = None,
         settings: Settings | None = None,
         caller: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._client = client
         self._principal = principal
         self._settings = settings
         self._caller = caller_digest(caller) if caller else None
         self._store = ThreadStore(client)
+        # the waits' clock and sleep (tests replace them to read the poll schedule)
+        self._clock = clock
+        self._sleep = sleep
 
     async def _until_counted(self, threads: int) -> None:
         """Wait (briefly) until the caller's thread count shows this thread, so the caller's
@@ -96,7 +103,7 @@ class ThreadService:
         for _ in range(100):  # at most about 2 s
             if thread_count(await self._usage()) >= threads:
                 return
-            await asyncio.sleep(0.02)
+            await self._sleep(0.02)
 
     async def _usage(self) -> Any:
         if self._caller is None:
@@ -191,7 +198,7 @@ class ThreadService:
             return legacy_history.page(await self._legacy(thread_id), after=after, limit=limit)
         status = ThreadStatus.from_dict(parse_json(instance.serialized_custom_status))
         last_seq = status.last_seq if status else ThreadState.from_input(raw_input).next_seq - 1
-        deadline = time.monotonic() + HISTORY_CATCH_UP_MS / 1000
+        deadline = self._clock() + HISTORY_CATCH_UP_MS / 1000
         async with backend_errors():
             while True:
                 entries, cut = await self._store.entries(
@@ -220,15 +227,15 @@ class ThreadService:
             page = await self._store.read(PAGE_ENTITY, key)
             if any(int(item["seq"]) >= seq for item in history.page_items(page.state)):
                 return True
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 return False
-            started = time.monotonic()
+            started = self._clock()
             changed = await self._store.read(
                 PAGE_ENTITY, key, wait_ms=max(1, int(remaining * 1000)), seen=page.modified
             )
             if changed.modified == page.modified:  # a backend that ignores the hint
-                await asyncio.sleep(max(0.0, min(delay - (time.monotonic() - started), remaining)))
+                await self._sleep(max(0.0, min(delay - (self._clock() - started), remaining)))
                 delay = min(delay * 2, 0.2)
 
     async def _with_unwritten(
@@ -311,20 +318,18 @@ class ThreadService:
         settings = self._settings
         delay = (settings.reply_poll_initial_ms if settings else 20) / 1000
         max_delay = (settings.reply_poll_max_ms if settings else 500) / 1000
-        deadline = time.monotonic() + seconds
+        deadline = self._clock() + seconds
         while True:
             found = await self._progress(thread_id, message_id, after_seq) | {"after_seq": after_seq}
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock()
             if found["status"] in ("answered", "failed") or remaining <= 0:
                 for internal in INTERNAL_KEYS:
                     found.pop(internal, None)
                 return found
-            started = time.monotonic()
+            started = self._clock()
             changed = await self._long_poll(thread_id, message_id, found, min(remaining, LONG_POLL_MS / 1000))
             if not changed:
-                await asyncio.sleep(
-                    max(0.0, min(delay - (time.monotonic() - started), deadline - time.monotonic()))
-                )
+                await self._sleep(max(0.0, min(delay - (self._clock() - started), deadline - self._clock())))
                 delay = min(delay * 1.5, max_delay)
 
     async def _long_poll(
@@ -533,23 +538,23 @@ class ThreadService:
         settings = self._settings
         delay = (settings.reply_poll_initial_ms if settings else 20) / 1000
         max_delay = (settings.reply_poll_max_ms if settings else 500) / 1000
-        deadline = time.monotonic() + seconds
+        deadline = self._clock() + seconds
         while True:
             instance = await self._instance(thread_id)
             status = ThreadStatus.from_dict(parse_json(instance.serialized_custom_status))
             page = await self.messages(thread_id, cursor.seq, history.PAGE_ENTRIES)
             events, after = events_since(cursor, status, page["entries"])
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock()
             if events or remaining <= 0 or instance.runtime_status not in ACCEPTS_MESSAGES:
                 return events, after
             seen = _epoch(instance)
-            started = time.monotonic()
+            started = self._clock()
             async with backend_errors():
                 changed = await self._store.wait_instance(
                     thread_id, seen=seen, wait_ms=max(1, int(min(remaining, LONG_POLL_MS / 1000) * 1000))
                 )
             if changed == 0.0 or abs(changed - seen) < 1e-6:
-                await asyncio.sleep(max(0.0, min(delay - (time.monotonic() - started), remaining)))
+                await self._sleep(max(0.0, min(delay - (self._clock() - started), remaining)))
                 delay = min(delay * 1.5, max_delay)
 
 

@@ -26,6 +26,8 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from agent import history, storage_rules
 from agent.contract import BLOB_ENTITY, MESSAGE_ENTITY, PAGE_ENTITY, THREAD_ORCHESTRATION, child_key
+from agent.progress import Cursor, status_version
+from agent.settings import load_settings
 from agent.store import SINCE_HEADER, WAIT_MS_HEADER, _entity_id
 from agent.thread import ThreadConfig, ThreadState, ThreadStatus
 from http_api import threads
@@ -52,6 +54,8 @@ class ScriptedBackend:
     holding: asyncio.Event = field(default_factory=asyncio.Event)
     #: entity id -> a write made right after the next plain (not long-polling) read of it
     after_read: dict[str, tuple[str, str, Any]] = field(default_factory=dict)
+    #: answer long-polls at once, like a backend that does not know the hint
+    ignores_hints: bool = False
 
     async def put(self, name: str, key: str, state: Any) -> None:
         async with self.changed:
@@ -64,7 +68,7 @@ class ScriptedBackend:
 
     async def _hold(self, what: str, modified: Any, metadata: Any) -> None:
         headers = dict(metadata or ())
-        if WAIT_MS_HEADER not in headers:
+        if WAIT_MS_HEADER not in headers or self.ignores_hints:
             return
         since = datetime.fromisoformat(headers[SINCE_HEADER]).timestamp()
         async with self.changed:
@@ -268,3 +272,53 @@ async def _a_reply_whose_blob_is_queued_but_not_written_is_waited_for() -> None:
         found = await waiter
     assert found["status"] == "answered"
     assert found["reply"]["content"] == large["content"]
+
+
+class FakeTime:
+    """A clock that moves only when the service sleeps; records each sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def backing_off(first: float, factor: float, most: float, total: float) -> list[float]:
+    """The sleeps of a poll that starts at `first`, grows by `factor` up to `most`, for `total`."""
+    sleeps: list[float] = []
+    delay = first
+    while sum(sleeps) < total - 1e-9:
+        sleeps.append(min(delay, total - sum(sleeps)))
+        delay = min(delay * factor, most)
+    return sleeps
+
+
+def test_where_long_polls_are_not_honoured_waits_poll_on_a_backing_off_schedule() -> None:
+    asyncio.run(_where_long_polls_are_not_honoured_waits_poll_on_a_backing_off_schedule())
+
+
+async def _where_long_polls_are_not_honoured_waits_poll_on_a_backing_off_schedule() -> None:
+    settings = load_settings({"REPLY_POLL_INITIAL_MS": "10", "REPLY_POLL_MAX_MS": "100"})
+    backend = ScriptedBackend(finished_turn(), ignores_hints=True)
+    time_ = FakeTime()
+    service = ThreadService(
+        cast(AsyncTaskHubGrpcClient, backend), settings=settings, clock=time_.clock, sleep=time_.sleep
+    )
+    async with asyncio.timeout(30):
+        found = await service.wait_for_reply(THREAD, MESSAGE, seconds=1.0)
+    assert found["status"] == "queued"  # never recorded: the wait ends at its deadline
+    assert time_.sleeps == pytest.approx(backing_off(0.01, 1.5, 0.1, 1.0))
+    time_.sleeps.clear()
+    status = ThreadStatus.from_dict(json.loads(finished_turn().serialized_custom_status or "{}"))
+    assert status is not None
+    async with asyncio.timeout(30):
+        events, _ = await service.progress(THREAD, Cursor(2, status_version(status)), seconds=0.5)
+    assert events == []
+    assert time_.sleeps == pytest.approx(backing_off(0.01, 1.5, 0.1, 0.5))
