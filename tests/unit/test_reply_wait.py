@@ -322,3 +322,17 @@ async def _where_long_polls_are_not_honoured_waits_poll_on_a_backing_off_schedul
         events, _ = await service.progress(THREAD, Cursor(2, status_version(status)), seconds=0.5)
     assert events == []
     assert time_.sleeps == pytest.approx(backing_off(0.01, 1.5, 0.1, 0.5))
+
+
+def test_history_waits_for_a_missing_page_on_a_backing_off_schedule_then_answers_what_it_has() -> None:
+    asyncio.run(_history_waits_for_a_missing_page_on_a_backing_off_schedule())
+
+
+async def _history_waits_for_a_missing_page_on_a_backing_off_schedule() -> None:
+    backend = ScriptedBackend(finished_turn(), ignores_hints=True)  # its status counts 2 entries
+    time_ = FakeTime()
+    service = ThreadService(cast(AsyncTaskHubGrpcClient, backend), clock=time_.clock, sleep=time_.sleep)
+    async with asyncio.timeout(30):
+        page = await service.messages(THREAD, 0, 50)
+    assert page == {"entries": [], "next_after": None}  # the page never came: what is stored
+    assert time_.sleeps == pytest.approx(backing_off(0.01, 2, 0.2, threads.HISTORY_CATCH_UP_MS / 1000))
