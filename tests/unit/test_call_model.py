@@ -473,3 +473,23 @@ def test_the_request_keeps_every_field_on_the_wire() -> None:
     )
     assert ModelRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
     assert ChatMessage.from_dict({"role": "tool", "content": "4", "tool_call_id": 7}).tool_call_id is None
+
+
+def test_the_reply_keeps_every_field_on_the_wire_and_refuses_what_it_cannot_read() -> None:
+    reply = ModelReply(
+        content="cut",
+        model="m",
+        finish_reason="length",
+        latency_ms=12,
+        usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+        truncated=True,
+    )
+    assert ModelReply.from_dict(json.loads(json.dumps(reply.to_dict()))) == reply
+    with pytest.raises(InvalidInputError) as bad_calls:
+        ModelReply.from_dict({"content": "x", "tool_calls": "call it"})
+    assert str(bad_calls.value) == "model reply 'tool_calls' must be a list of objects"
+    with pytest.raises(InvalidInputError) as bad_message:
+        ChatMessage.from_dict({"role": "assistant", "content": "", "tool_calls": ["not an object"]})
+    assert str(bad_message.value) == "chat message 'tool_calls' must be a list of objects"
+    anonymous = ModelRequest.from_dict({"messages": [{"role": "user", "content": "hi"}]})
+    assert (anonymous.thread_id, anonymous.turn) == ("", 0)

@@ -386,12 +386,14 @@ def test_azure_rejections_say_what_to_check(server: FakeModelServer, clock: Fake
 
 def test_missing_credential_is_a_configuration_error(server: FakeModelServer, clock: FakeClock) -> None:
     credential = FakeCredential(failure=CredentialUnavailableError("no identity here"))
-    with (
-        azure(server, clock, credential) as model,
-        pytest.raises(ConfigurationError, match="managed identity"),
-    ):
+    with azure(server, clock, credential) as model, pytest.raises(ConfigurationError) as missing:
         ask(model)
     assert server.requests == []
+    assert str(missing.value) == (
+        f"No Entra ID credential is available for Azure OpenAI deployment 'chat-deployment' at "
+        f"{server.root_url}. On Azure, assign a managed identity to the app (set AZURE_CLIENT_ID for a "
+        "user-assigned one); locally, sign in with `az login` or set AZURE_OPENAI_API_KEY."
+    )
 
 
 def test_token_service_failures_are_retried(server: FakeModelServer, clock: FakeClock) -> None:
@@ -654,3 +656,22 @@ def test_an_endpoint_that_refuses_connections_is_named_with_the_cause(clock: Fak
     assert str(raised.value).endswith(
         f"could not reach model 'm' at http://127.0.0.1:{port}/v1 (ConnectError)"
     )
+
+
+def test_key_rejections_say_what_to_check_and_never_show_the_key(
+    server: FakeModelServer, clock: FakeClock
+) -> None:
+    target = f"Azure OpenAI deployment 'chat-deployment' at {server.root_url}"
+    server.enqueue(
+        error(401, message="key plain-words-key is wrong"), error(422, message="unprocessable request")
+    )
+    with azure(server, clock, AZURE_OPENAI_API_KEY="plain-words-key") as model:
+        with pytest.raises(ModelRejectedError) as wrong_key:
+            ask(model)
+        with pytest.raises(ModelRejectedError) as no_hint:
+            ask(model)
+    assert str(wrong_key.value) == (
+        f"{target} rejected the request with HTTP 401: key [redacted] is wrong. Check that "
+        "AZURE_OPENAI_API_KEY is a key of this Azure OpenAI resource."
+    )
+    assert str(no_hint.value) == f"{target} rejected the request with HTTP 422: unprocessable request."
