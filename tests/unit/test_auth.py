@@ -819,3 +819,12 @@ def test_https_key_set_urls_are_fetched() -> None:
         port = closed.getsockname()[1]
     with pytest.raises(urllib.error.URLError, match="Connection refused"):  # not a refused URL
         auth._fetch_json(f"https://127.0.0.1:{port}/keys", 1.0)
+
+
+def test_an_expiry_written_as_text_is_refused_without_a_time(
+    settings: Settings, validator: EntraTokenValidator, signing_key: rsa.RSAPrivateKey
+) -> None:
+    old = token(signing_key, iat=1_699_990_000, nbf=1_699_990_000, exp="1700000000")  # PyJWT reads it
+    assert rejected(bearer(old), settings, validator) == (
+        "The token expired at an unknown time. Get a new access token and retry."
+    )
