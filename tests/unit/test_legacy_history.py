@@ -183,8 +183,16 @@ def test_entity_operations_apply_pure_functions() -> None:
 def test_entity_rejects_unknown_operation_and_bad_arguments() -> None:
     with pytest.raises(InvalidInputError, match="no operation"):
         apply_operation(history.HistoryState(), "explode", None)
-    with pytest.raises(InvalidInputError, match="integer"):
-        apply_operation(history.HistoryState(), "get", {"after": "x"})
+    for operation, argument in (
+        ("get", "after"),
+        ("get", "limit"),
+        ("window", "budget_bytes"),
+        ("export", "after"),
+        ("export", "max_bytes"),
+    ):
+        with pytest.raises(InvalidInputError) as refused:
+            apply_operation(history.HistoryState(), operation, {argument: "x"})
+        assert str(refused.value) == f"'{argument}' must be an integer", operation
 
 
 def test_export_hands_out_entries_in_bounded_chunks_until_the_end() -> None:
