@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -203,3 +204,16 @@ def test_every_entity_runs_get_delete_its_rules_and_names_an_unknown_operation()
     with pytest.raises(InvalidInputError) as unknown:
         run("Rewrite", 5)
     assert str(unknown.value) == "the tally entity has no operation 'rewrite'"
+
+
+def test_a_history_page_key_must_end_in_its_number() -> None:
+    from entities import storage
+
+    def page_of(key: str) -> int:
+        context = SimpleNamespace(entity_id=SimpleNamespace(key=key))
+        return storage._page_number(cast(EntityContext, context))
+
+    assert page_of("thread-1~0") == 0 and page_of("thread-1~12") == 12
+    with pytest.raises(InvalidInputError) as refused:
+        page_of("thread-1~first")
+    assert str(refused.value) == "history page key 'thread-1~first' does not end in a page number"
