@@ -397,9 +397,10 @@ def test_the_sweep_deletes_orphans_and_threads_idle_past_retention(
         store_thread(fresh, orphan)  # storage, no orchestration
         legacy = {"id": "u1", "role": "user", "content": "old", "created_at": T0}
         write(fresh, LEGACY_HISTORY_ENTITY, legacy_orphan, "append", legacy)
-        expired, recent, unknown = "expired-1", "recent-1", "unknown-1"
+        expired, expired_too, recent, unknown = "expired-1", "expired-2", "recent-1", "unknown-1"
         for thread_id, updated in (
             (expired, (now - timedelta(days=31)).isoformat().replace("+00:00", "Z")),
+            (expired_too, (now - timedelta(days=400)).isoformat().replace("+00:00", "Z")),
             (recent, (now - timedelta(days=29)).isoformat().replace("+00:00", "Z")),
             (unknown, "not a time"),  # then the instance's own last update (now) counts
         ):
@@ -411,11 +412,12 @@ def test_the_sweep_deletes_orphans_and_threads_idle_past_retention(
 
         result = run(fresh, lambda _, client: sweep(client, settings, now))
 
-        assert result == SweepResult(orphans_deleted=2, expired_deleted=1, next_sweep_seconds=120.0)
-        assert result.to_dict() == {"orphans_deleted": 2, "expired_deleted": 1, "next_sweep_seconds": 120.0}
-        for gone in (orphan, legacy_orphan, expired):
+        assert result == SweepResult(orphans_deleted=2, expired_deleted=2, next_sweep_seconds=120.0)
+        assert result.to_dict() == {"orphans_deleted": 2, "expired_deleted": 2, "next_sweep_seconds": 120.0}
+        for gone in (orphan, legacy_orphan, expired, expired_too):
             assert pieces_of(fresh, gone) == ([], [], [])
-        assert fresh.client.get_orchestration_state(expired) is None
+        for gone in (expired, expired_too):
+            assert fresh.client.get_orchestration_state(gone) is None
         for kept in (recent, unknown):
             children, roots, _ = pieces_of(fresh, kept)
             assert (len(children), len(roots)) == (4, 1)
@@ -425,7 +427,7 @@ def test_the_sweep_deletes_orphans_and_threads_idle_past_retention(
         again = run(fresh, lambda _, client: sweep(client, settings, now))
         assert (again.orphans_deleted, again.expired_deleted) == (0, 0)
         said = [r.getMessage() for r in caplog.records if r.name == maintenance.__name__]
-        assert said == ["maintenance: deleted 2 orphaned and 1 expired threads"]  # the empty pass is quiet
+        assert said == ["maintenance: deleted 2 orphaned and 2 expired threads"]  # the empty pass is quiet
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
