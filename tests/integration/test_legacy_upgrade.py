@@ -93,6 +93,9 @@ def test_a_task_hub_from_before_paging_reads_correctly_and_migrates_on_the_next_
         assert devhost.stop() == 0, devhost.log()
 
 
+T0 = "2025-03-01T10:00:00.000Z"
+
+
 def old_input(**changes: Any) -> dict[str, Any]:
     """An orchestration input as the code before paging wrote it (no `schema`)."""
     return {
@@ -101,7 +104,7 @@ def old_input(**changes: Any) -> dict[str, Any]:
         "last_message_id": "old-1",
         "last_state": "idle",
         "initialized": False,
-        "created_at": "2025-03-01T10:00:00.000Z",
+        "created_at": T0,
         "system_prompt": "Be brief.",
         "context_window_bytes": 48_000,
         "metadata": {"team": "blue"},
@@ -159,7 +162,9 @@ def test_old_threads_answer_skip_or_fail_their_last_old_message_and_migrate_with
         repeated = api.request(
             "POST", raise_url.format("old-dup"), raw=b'{"id": "old-1", "content": "again"}'
         )
-        malformed = api.request("POST", raise_url.format("old-bad"), raw=b'{"content": 42}')
+        malformed = api.request(
+            "POST", raise_url.format("old-bad"), raw=b'{"id": "not ok!", "content": "hi"}'
+        )
         assert (repeated.status, malformed.status) == (202, 202)
         for thread_id in ("old-dup", "old-bad"):
             migrated(thread_id)
@@ -169,7 +174,7 @@ def test_old_threads_answer_skip_or_fail_their_last_old_message_and_migrate_with
             )
             thread = api.get(f"/api/threads/{thread_id}").json
             assert (thread["turn"], thread["metadata"]) == (2, {"team": "blue"}), thread
-            assert thread["created_at"] == "2025-03-01T10:00:00.000Z", thread
+            assert thread["created_at"] == T0, thread
             messages = api.get(f"/api/threads/{thread_id}/messages").json["messages"]
             assert [(m["role"], m["content"]) for m in messages] == [("system", "Be brief.")]
         assert model.requests == []
@@ -185,6 +190,7 @@ def test_old_threads_answer_skip_or_fail_their_last_old_message_and_migrate_with
         assert failed.json["reply"]["error"]["code"] == "model_rejected"
         assert failed.json["reply"]["error"]["retryable"] is False
         migrated("old-fail")
+        assert api.get("/api/threads/old-fail").json["state"] == "error"  # as a failed turn leaves a thread
         entries = api.get("/api/threads/old-fail/messages").json["messages"]
         error_entry = entries[-1]
         assert error_entry["reply_to"] == "f1" and error_entry["content"] == ""
@@ -193,8 +199,24 @@ def test_old_threads_answer_skip_or_fail_their_last_old_message_and_migrate_with
 
         # A thread at turn 0 answers its first message the old way; its small context window
         # still applies once migrated.
+        # two earlier entries in the old history: the old turn's window (700 bytes) keeps the later
+        for n, text in enumerate(("x" * 300, "y" * 300), 1):
+            entry = {
+                "id": f"early-{n}",
+                "role": "user",
+                "content": text,
+                "created_at": "2025-03-01T10:00:00.000Z",
+            }
+            appended = api.post("/runtime/webhooks/durabletask/entities/history/old-ok?op=append", entry)
+            assert appended.status == 202, appended.body
+        wait_until(
+            lambda: len(api.get("/api/threads/old-ok/messages").json["messages"]) == 3,
+            what="the early entries",
+        )
         talk(api, "old-ok", "a" * 300)
         assert "thread old-ok turn 1: model" in devhost.log()
+        old_turn = [m["content"] for m in model.requests[-1].messages]
+        assert old_turn[-1] == "a" * 300 and "y" * 300 in old_turn and "x" * 300 not in old_turn
         migrated("old-ok")
         assert api.get("/api/threads/old-ok").json["turn"] == 1
         talk(api, "old-ok", "b" * 300, "c" * 300)
