@@ -11,6 +11,7 @@ import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 
+from devhost.sqlite_hub.dispatch import matches
 from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
 
 
@@ -362,3 +363,12 @@ def test_locks_are_granted_and_released(stub: Any) -> None:
         assert not got.entity.HasField("lockedBy")
     finally:
         stream.close()
+
+
+def test_a_filter_version_of_nothing_means_unversioned_work() -> None:
+    only_unversioned = {"orch": frozenset({""})}
+    assert matches("orch", None, only_unversioned) and matches("orch", "", only_unversioned)
+    assert not matches("orch", "2", only_unversioned)
+    assert matches("orch", "7", {"orch": frozenset()})  # no versions named: every version
+    assert not matches("other", None, {"orch": frozenset()})
+    assert matches("anything", "1", None)  # no filter at all
