@@ -10,6 +10,7 @@ as new is dropped, and terminating a finished instance changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -391,3 +392,21 @@ def test_an_action_the_hub_cannot_apply_fails_the_orchestration_and_says_why(
     assert failed.failureDetails.errorType == "builtins.ValueError"
     assert failed.failureDetails.errorMessage == "the target is in a bad way"
     assert failed.failureDetails.isNonRetriable
+
+
+def test_a_scheduled_start_hands_nothing_out_before_its_time(stub: Any) -> None:
+    at = Timestamp()
+    at.FromNanoseconds(time.time_ns() + 1_500_000_000)
+    stub.StartInstance(
+        pb.CreateInstanceRequest(instanceId="hist-12", name="orch", scheduledStartTimestamp=at)
+    )
+    stream = RawStream(stub)
+    try:
+        assert stream.empty_for(0.7)  # not one event of it is handed out early
+        assert status(stub, "hist-12") == pb.ORCHESTRATION_STATUS_PENDING
+        first = stream.next()
+    finally:
+        stream.close()
+    assert time.time_ns() >= at.ToNanoseconds()
+    kinds = [event.WhichOneof("eventType") for event in first.orchestratorRequest.newEvents]
+    assert kinds == ["orchestratorStarted", "executionStarted"]
