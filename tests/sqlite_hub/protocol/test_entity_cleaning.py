@@ -18,7 +18,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
 from devhost.sqlite_hub import SqliteSidecar, entities
-from tests.sqlite_hub.protocol.raw import start
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
 
 ROWS = [
     # (entity_id, state, locked_by, lock_owner)
@@ -109,3 +109,26 @@ def test_upgrade_drops_empty_rows_an_older_hub_kept(tmp_path: pathlib.Path) -> N
             assert not stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@a-empty")).exists
     finally:
         hub.stop()
+
+
+def test_a_lock_whose_owner_has_finished_is_orphaned(stub: Any, sidecar: SqliteSidecar) -> None:
+    start(stub, "finished-owner")
+    stream = RawStream(stub)
+    try:
+        item = stream.next()
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="finished-owner", completionToken=item.completionToken, actions=[complete_action()]
+            )
+        )
+    finally:
+        stream.close()
+    with sidecar.storage.write() as conn:
+        conn.execute(
+            "INSERT INTO entities (entity_id, state, last_modified, locked_by, lock_owner)"
+            " VALUES ('@ctr@g-held', '5', 0, 'cs-z', 'finished-owner')"
+        )
+    cleaned = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(releaseOrphanedLocks=True))
+    assert (cleaned.emptyEntitiesRemoved, cleaned.orphanedLocksReleased) == (0, 1)
+    held = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@g-held", includeState=True))
+    assert held.entity.serializedState.value == "5" and not held.entity.HasField("lockedBy")

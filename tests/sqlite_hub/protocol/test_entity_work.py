@@ -372,3 +372,54 @@ def test_a_filter_version_of_nothing_means_unversioned_work() -> None:
     assert matches("orch", "7", {"orch": frozenset()})  # no versions named: every version
     assert not matches("other", None, {"orch": frozenset()})
     assert matches("anything", "1", None)  # no filter at all
+
+
+def lock_request(owner: str, section: str, *entity_ids: str) -> Any:
+    return pb.OrchestratorAction(
+        id=1,
+        sendEntityMessage=pb.SendEntityMessageAction(
+            entityLockRequested=pb.EntityLockRequestedEvent(
+                criticalSectionId=section,
+                lockSet=list(entity_ids),
+                parentInstanceId=wrappers_pb2.StringValue(value=owner),
+            )
+        ),
+    )
+
+
+def test_a_lock_held_elsewhere_is_granted_when_its_holder_finishes(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "first-holder")
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="first-holder",
+                completionToken=stream.next().completionToken,
+                actions=[lock_request("first-holder", "cs-a", "@ctr@shared")],
+            )
+        )
+        granted_first = stream.next()
+        assert granted_first.orchestratorRequest.newEvents[-1].entityLockGranted.criticalSectionId == "cs-a"
+        start(stub, "second-holder")
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="second-holder",
+                completionToken=stream.next().completionToken,
+                actions=[lock_request("second-holder", "cs-b", "@ctr@shared")],
+            )
+        )
+        assert stream.empty_for(0.3)  # the second waits: the entity is held
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="first-holder",
+                completionToken=granted_first.completionToken,
+                actions=[complete_action()],
+            )
+        )
+        granted_second = stream.next()
+        assert granted_second.orchestratorRequest.instanceId == "second-holder"
+        assert granted_second.orchestratorRequest.newEvents[-1].entityLockGranted.criticalSectionId == "cs-b"
+        got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@shared"))
+        assert got.entity.lockedBy.value == "cs-b"
+    finally:
+        stream.close()
