@@ -61,6 +61,13 @@ def complete_action(result: str = '"done"') -> Any:
     )
 
 
+def respond(stub: Any, iid: str, item: Any, *actions: Any) -> None:
+    """Completes the orchestration work item `item` of `iid` with `actions`."""
+    stub.CompleteOrchestratorTask(
+        pb.OrchestratorResponse(instanceId=iid, completionToken=item.completionToken, actions=list(actions))
+    )
+
+
 def complete_activity(stub: Any, item: Any, result: str | None = None) -> None:
     """Completes the activity work item `item` with `result` (JSON text)."""
     request = item.activityRequest

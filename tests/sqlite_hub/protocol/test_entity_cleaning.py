@@ -132,3 +132,16 @@ def test_a_lock_whose_owner_has_finished_is_orphaned(stub: Any, sidecar: SqliteS
     assert (cleaned.emptyEntitiesRemoved, cleaned.orphanedLocksReleased) == (0, 1)
     held = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@g-held", includeState=True))
     assert held.entity.serializedState.value == "5" and not held.entity.HasField("lockedBy")
+
+
+def test_a_cleaning_page_goes_on_after_its_last_entity(
+    stub: Any, sidecar: SqliteSidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start(stub, "owner")
+    with sidecar.storage.write() as conn:
+        seed(conn)
+    monkeypatch.setattr(entities, "CLEAN_PAGE", 3)
+    first = stub.CleanEntityStorage(pb.CleanEntityStorageRequest())
+    assert first.continuationToken.value == "@ctr@c-orphan-state"  # the third of six
+    rest = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(continuationToken=first.continuationToken))
+    assert not rest.HasField("continuationToken")  # the other three: the end

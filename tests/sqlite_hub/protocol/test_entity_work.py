@@ -4,15 +4,16 @@ locks and work filters, with raw gRPC against the SQLite hub.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
 import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
-from google.protobuf import wrappers_pb2
+from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from devhost.sqlite_hub.dispatch import matches
-from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start, status
 
 
 def _entity_step(stub: Any, stream: RawStream) -> Any:
@@ -269,9 +270,12 @@ def test_entity_partial_and_failed_batches(stub: Any) -> None:
         )
         reply = orch_stream.next().orchestratorRequest.newEvents[-1]
         assert reply.HasField("entityOperationFailed")
+        assert reply.entityOperationFailed.requestId == "r3"  # the caller matches it to its call
         assert reply.entityOperationFailed.failureDetails.errorMessage == "worker crashed"
         got = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@p", includeState=True))
         assert got.entity.serializedState.value == "2"
+        plain = stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@p"))
+        assert plain.exists and not plain.entity.HasField("serializedState")  # state only when asked
     finally:
         orch_stream.close()
         entity_stream.close()
@@ -423,3 +427,118 @@ def test_a_lock_held_elsewhere_is_granted_when_its_holder_finishes(stub: Any) ->
         assert got.entity.lockedBy.value == "cs-b"
     finally:
         stream.close()
+
+
+def entity_call(request_id: str, caller: str, entity_id: str) -> Any:
+    return pb.OrchestratorAction(
+        id=1,
+        sendEntityMessage=pb.SendEntityMessageAction(
+            entityOperationCalled=pb.EntityOperationCalledEvent(
+                requestId=request_id,
+                operation="get",
+                parentInstanceId=wrappers_pb2.StringValue(value=caller),
+                targetInstanceId=wrappers_pb2.StringValue(value=entity_id),
+            )
+        ),
+    )
+
+
+def test_entity_replies_to_an_execution_that_continued_as_new_are_dropped(stub: Any) -> None:
+    orchestrations = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
+        ),
+    )
+    entity_work = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
+    )
+    try:
+        start(stub, "caller-c")
+        step = orchestrations.next()
+        calls = [entity_call("ok-1", "caller-c", "@ctr@ok"), entity_call("bad-1", "caller-c", "@ctr@bad")]
+        calls[1].id = 2
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="caller-c", completionToken=step.completionToken, actions=calls
+            )
+        )
+        batches = {b.entityRequestV2.instanceId: b for b in (entity_work.next(), entity_work.next())}
+        stub.RaiseEvent(pb.RaiseEventRequest(instanceId="caller-c", name="restart"))
+        continued = pb.OrchestratorAction(
+            id=-1,
+            completeOrchestration=pb.CompleteOrchestrationAction(
+                orchestrationStatus=pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
+                result=wrappers_pb2.StringValue(value="2"),
+            ),
+        )
+        stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(
+                instanceId="caller-c",
+                completionToken=orchestrations.next().completionToken,
+                actions=[continued],
+            )
+        )
+        stub.CompleteOrchestratorTask(  # the new execution's first step
+            pb.OrchestratorResponse(
+                instanceId="caller-c", completionToken=orchestrations.next().completionToken
+            )
+        )
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batches["@ctr@ok"].completionToken,
+                entityState=wrappers_pb2.StringValue(value="1"),
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            )
+        )
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batches["@ctr@bad"].completionToken,
+                failureDetails=pb.TaskFailureDetails(errorType="Crash", errorMessage="worker crashed"),
+            )
+        )
+        stub.RaiseEvent(pb.RaiseEventRequest(instanceId="caller-c", name="next"))
+        kinds = [e.WhichOneof("eventType") for e in orchestrations.next().orchestratorRequest.newEvents]
+    finally:
+        orchestrations.close()
+        entity_work.close()
+    assert kinds == ["orchestratorStarted", "eventRaised"]  # neither reply reached the new execution
+
+
+def test_an_orchestration_an_entity_starts_for_later_waits_for_its_time(stub: Any) -> None:
+    orchestrations = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(
+            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="later")])
+        ),
+    )
+    entity_work = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
+    )
+    try:
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@starter", name="go", requestId="s1"))
+        batch = entity_work.next()
+        at = timestamp_pb2.Timestamp()
+        at.FromNanoseconds(time.time_ns() + 1_500_000_000)
+        start_later = pb.OperationAction(
+            id=1,
+            startNewOrchestration=pb.StartNewOrchestrationAction(
+                instanceId="later-1", name="later", scheduledTime=at
+            ),
+        )
+        stub.CompleteEntityTask(
+            pb.EntityBatchResult(
+                completionToken=batch.completionToken,
+                results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+                actions=[start_later],
+            )
+        )
+        assert status(stub, "later-1") == pb.ORCHESTRATION_STATUS_PENDING
+        assert orchestrations.empty_for(0.7)
+        first = orchestrations.next()
+    finally:
+        orchestrations.close()
+        entity_work.close()
+    assert first.orchestratorRequest.instanceId == "later-1" and time.time_ns() >= at.ToNanoseconds()

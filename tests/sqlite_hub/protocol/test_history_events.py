@@ -20,7 +20,14 @@ from google.protobuf import wrappers_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from devhost.sqlite_hub import SqliteSidecar
-from tests.sqlite_hub.protocol.raw import RawStream, complete_action, complete_activity, start, status
+from tests.sqlite_hub.protocol.raw import (
+    RawStream,
+    complete_action,
+    complete_activity,
+    respond,
+    start,
+    status,
+)
 
 
 def history(stub: Any, iid: str) -> list[Any]:
@@ -39,12 +46,6 @@ def state(stub: Any, iid: str) -> Any:
     return stub.GetInstance(
         pb.GetInstanceRequest(instanceId=iid, getInputsAndOutputs=True)
     ).orchestrationState
-
-
-def respond(stub: Any, iid: str, item: Any, *actions: Any) -> None:
-    stub.CompleteOrchestratorTask(
-        pb.OrchestratorResponse(instanceId=iid, completionToken=item.completionToken, actions=list(actions))
-    )
 
 
 def raise_event(stub: Any, iid: str, name: str) -> None:
