@@ -172,18 +172,27 @@ def test_a_retryable_failure_is_answered_again_when_re_sent(
     again_failed = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
     assert again_failed["status"] == "failed" and again_failed["reply"]["attempt"] == 2
     assert again_failed["reply"]["seq"] > failed["reply"]["seq"]
+    # another message is answered in between: the retry is then the latest thing asked
+    assert send(api, thread_id, "meanwhile")["reply"]["content"] == "echo: meanwhile"
     retried = api.post(f"{path}?wait=60", {"content": "try me", "message_id": message_id}).json
     assert retried["status"] == "answered" and retried["reply"]["content"] == "echo: try me"
     assert retried["reply"]["attempt"] == 3
-    # the model saw the message once per attempt, never twice in one request
-    assert [m["content"] for m in model.requests[-1].messages if m["role"] == "user"] == ["try me"]
+    assert [m["content"] for m in model.requests[-1].messages if m["role"] == "user"] == [
+        "try me",
+        "meanwhile",
+        "try me",
+    ]
     assert api.get(f"{path}/{message_id}").json["reply"]["content"] == "echo: try me"
     # answered now: a further re-send returns the answer and does not ask the model again
     asked = len(model.requests)
     again = api.post(f"{path}?wait=5", {"content": "try me", "message_id": message_id}).json
     assert again["reply"]["content"] == "echo: try me" and len(model.requests) == asked
-    users = [m for m in api.get(f"{path}?limit=200").json["messages"] if m["role"] == "user"]
-    assert [u["id"] for u in users] == [message_id]  # one user entry, three attempts
+    stored = api.get(f"{path}?limit=200").json["messages"]
+    assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))  # no gaps
+    users = [m for m in stored if m["role"] == "user"]
+    assert [u["content"] for u in users] == ["try me", "meanwhile"]  # one user entry, three attempts
+    answered = api.get(f"{path}/{message_id}").json
+    assert answered["message"]["seq"] == users[0]["seq"] and answered["reply"]["reply_to"] == message_id
 
 
 def test_a_permanent_failure_is_not_retried_by_a_re_send(
