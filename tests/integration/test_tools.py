@@ -245,21 +245,26 @@ def test_two_approvals_are_decided_one_at_a_time(api: Api, model: FakeModelServe
     assert [a["arguments"]["text"] for a in both] == ["first", "second"]
     answering = api.get(posted.json["reply_url"]).json
     assert answering["status"] == "answering"
-    assert api.post(both[0]["approve_url"], {"approve": True}).status == 202
+    assert api.post(both[0]["approve_url"], {"approve": False}).status == 202
     # the thread still waits, now for the second call only
     wait_until(
         lambda: [a["call_id"] for a in pending(api, thread_id)] == [both[1]["call_id"]], what="one left"
     )
-    assert api.post(both[1]["approve_url"], {"approve": False}).status == 202
+    again = api.post(both[0]["approve_url"], {"approve": True})  # a decision stands
+    assert (
+        again.status == 409
+        and again.json["detail"] == f"Tool call '{both[0]['call_id']}' was already denied."
+    )
+    assert api.post(both[1]["approve_url"], {"approve": True}).status == 202
     done = api.get(posted.json["reply_url"] + "?wait=30").json
     assert done["status"] == "answered"
     tools = [e for e in entries(api, thread_id) if e["role"] == "tool"]
     assert [(t["approval"], t.get("is_error", False)) for t in tools] == [
-        ("approved", False),
         ("denied", True),
+        ("approved", False),
     ]
-    assert tools[1]["content"] == "denied: the user did not allow save_note"
-    assert [n["text"] for n in api.get(f"/api/threads/{thread_id}/notes").json["notes"]] == ["first"]
+    assert tools[0]["content"] == "denied: the user did not allow save_note"
+    assert [n["text"] for n in api.get(f"/api/threads/{thread_id}/notes").json["notes"]] == ["second"]
 
 
 def test_tool_pairs_survive_the_context_window(
