@@ -191,6 +191,8 @@ def test_a_retryable_failure_is_answered_again_when_re_sent(
     assert [m["seq"] for m in stored] == list(range(1, len(stored) + 1))  # no gaps
     users = [m for m in stored if m["role"] == "user"]
     assert [u["content"] for u in users] == ["try me", "meanwhile"]  # one user entry, three attempts
+    said = [m for m in stored if m["role"] in ("user", "assistant")]
+    assert api.get(f"/api/threads/{thread_id}").json["message_count"] == len(said) == 6
     answered = api.get(f"{path}/{message_id}").json
     assert answered["message"]["seq"] == users[0]["seq"] and answered["reply"]["reply_to"] == message_id
 
@@ -237,3 +239,7 @@ def test_a_malformed_event_is_skipped_and_the_thread_lives_on(
     thread = api.get(f"/api/threads/{thread_id}").json
     assert thread["runtime_status"] == "Running" and thread["turn"] == 1
     assert devhost.log().count("skipped a malformed user_message event") >= 5
+    # each log line says why, e.g. for the list
+    assert "skipped a malformed user_message event: user_message event must be an object, got list" in (
+        devhost.log()
+    )
