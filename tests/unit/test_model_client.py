@@ -544,6 +544,7 @@ def test_the_client_closes_the_credential_it_made_and_only_that_one(
     made: list[ClosingCredential] = []
 
     def new_credential(cfg: Any) -> ClosingCredential:
+        assert cfg.deployment == "chat-deployment"  # built for the configured resource
         made.append(ClosingCredential())
         return made[-1]
 
@@ -675,3 +676,33 @@ def test_key_rejections_say_what_to_check_and_never_show_the_key(
         "AZURE_OPENAI_API_KEY is a key of this Azure OpenAI resource."
     )
     assert str(no_hint.value) == f"{target} rejected the request with HTTP 422: unprocessable request."
+
+
+def test_a_timed_out_attempt_names_the_endpoint_and_the_limit(
+    server: FakeModelServer, clock: FakeClock
+) -> None:
+    server.enqueue(reply("too late", delay=30.0))
+    with (
+        compatible(server, clock, MODEL_TIMEOUT_SECONDS="0.3", MODEL_MAX_ATTEMPTS="1") as model,
+        pytest.raises(ModelCallError) as raised,
+    ):
+        ask(model)
+    assert str(raised.value).endswith(
+        f"request to model 'test-model' at {server.base_url} timed out after 0.3s"
+    )
+
+
+def test_openai_itself_needs_a_key() -> None:
+    settings = load_settings({"OPENAI_MODEL": "gpt-test"})
+    with pytest.raises(ConfigurationError) as missing:
+        build_model_client(settings)
+    assert (
+        str(missing.value) == "OPENAI_API_KEY is required when OPENAI_BASE_URL is not set (api.openai.com)."
+    )
+
+
+def test_an_error_body_that_is_a_list_is_left_out(server: FakeModelServer, clock: FakeClock) -> None:
+    server.enqueue(error(400, body=["zebra-list"]))
+    with compatible(server, clock) as model, pytest.raises(ModelRejectedError) as raised:
+        ask(model)
+    assert "HTTP 400. " in str(raised.value) and "zebra-list" not in str(raised.value)
