@@ -542,3 +542,16 @@ def test_an_orchestration_an_entity_starts_for_later_waits_for_its_time(stub: An
         orchestrations.close()
         entity_work.close()
     assert first.orchestratorRequest.instanceId == "later-1" and time.time_ns() >= at.ToNanoseconds()
+
+
+def test_an_entity_filter_looks_past_entities_of_other_names(stub: Any) -> None:
+    stub.SignalEntity(pb.SignalEntityRequest(instanceId="@other@x", name="add", requestId="o1"))
+    stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@y", name="add", requestId="c1"))
+    stream = RawStream(
+        stub,
+        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
+    )
+    try:
+        assert stream.next().entityRequestV2.instanceId == "@ctr@y"  # queued second, handed out
+    finally:
+        stream.close()
