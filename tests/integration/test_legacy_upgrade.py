@@ -43,8 +43,9 @@ def test_a_task_hub_from_before_paging_reads_correctly_and_migrates_on_the_next_
     ).start()
     try:
         api = devhost.api
-        listed = {t["thread_id"] for t in api.get("/api/threads?limit=50").json["threads"]}
-        assert {"legacy-talk", "legacy-empty", "legacy-failed"} <= listed
+        summaries = {t["thread_id"]: t for t in api.get("/api/threads?limit=50").json["threads"]}
+        assert {"legacy-talk", "legacy-empty", "legacy-failed"} <= set(summaries)
+        assert all(isinstance(t["message_count"], int) for t in summaries.values())
         talk_thread = api.get("/api/threads/legacy-talk").json
         assert "turn" in talk_thread, (talk_thread, devhost.log()[-3000:])
         assert talk_thread["turn"] == 3 and talk_thread["message_count"] == 6
@@ -132,7 +133,7 @@ def test_old_threads_answer_skip_or_fail_their_last_old_message_and_migrate_with
         db,
         {
             "old-ok": old_input(turn=0, recent_ids=[], last_message_id=None, context_window_bytes=700),
-            "old-dup": old_input(),
+            "old-dup": old_input(last_state="error"),  # its last old turn had failed
             "old-bad": old_input(),
             "old-fail": old_input(),
         },
@@ -157,6 +158,7 @@ def test_old_threads_answer_skip_or_fail_their_last_old_message_and_migrate_with
                 what=f"{thread_id} readable",
             )
 
+        assert api.get("/api/threads/old-dup").json["state"] == "error"  # read from the old status
         # A message the old code had answered already, and one it could not read: the old
         # generation skips them and the thread migrates without a model call or a turn.
         repeated = api.request(
