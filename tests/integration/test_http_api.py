@@ -35,7 +35,12 @@ def test_a_new_thread_reports_when_it_was_created(api: Api) -> None:
     moment = datetime.fromisoformat(created["created_at"])
     assert before - timedelta(milliseconds=1) <= moment <= after
     assert created["updated_at"] == created["created_at"]
-    assert (created["state"], created["turn"], created["runtime_status"]) == ("idle", 0, "Running")
+    assert (created["state"], created["turn"], created["message_count"], created["runtime_status"]) == (
+        "idle",
+        0,
+        0,
+        "Running",
+    )
     assert api.get(f"/api/threads/{created['thread_id']}").json["created_at"] == created["created_at"]
 
 

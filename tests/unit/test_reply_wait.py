@@ -322,6 +322,12 @@ async def _where_long_polls_are_not_honoured_waits_poll_on_a_backing_off_schedul
         events, _ = await service.progress(THREAD, Cursor(2, status_version(status)), seconds=0.5)
     assert events == []
     assert time_.sleeps == pytest.approx(backing_off(0.01, 1.5, 0.1, 0.5))
+    # without settings: the defaults, 20 ms growing to 500 ms
+    time_.sleeps.clear()
+    bare = ThreadService(cast(AsyncTaskHubGrpcClient, backend), clock=time_.clock, sleep=time_.sleep)
+    async with asyncio.timeout(30):
+        await bare.wait_for_reply(THREAD, MESSAGE, seconds=3.0)
+    assert time_.sleeps == pytest.approx(backing_off(0.02, 1.5, 0.5, 3.0))
 
 
 def test_history_waits_for_a_missing_page_on_a_backing_off_schedule_then_answers_what_it_has() -> None:
