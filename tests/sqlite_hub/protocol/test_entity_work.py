@@ -13,7 +13,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from devhost.sqlite_hub.dispatch import matches
-from tests.sqlite_hub.protocol.raw import RawStream, complete_action, start, status
+from tests.sqlite_hub.protocol.raw import RawStream, complete_action, respond, start, status
 
 
 def _entity_step(stub: Any, stream: RawStream) -> Any:
@@ -525,7 +525,10 @@ def test_an_orchestration_an_entity_starts_for_later_waits_for_its_time(stub: An
         start_later = pb.OperationAction(
             id=1,
             startNewOrchestration=pb.StartNewOrchestrationAction(
-                instanceId="later-1", name="later", scheduledTime=at
+                instanceId="later-1",
+                name="later",
+                version=wrappers_pb2.StringValue(value="2"),
+                scheduledTime=at,
             ),
         )
         stub.CompleteEntityTask(
@@ -542,6 +545,8 @@ def test_an_orchestration_an_entity_starts_for_later_waits_for_its_time(stub: An
         orchestrations.close()
         entity_work.close()
     assert first.orchestratorRequest.instanceId == "later-1" and time.time_ns() >= at.ToNanoseconds()
+    [started] = [e for e in first.orchestratorRequest.newEvents if e.HasField("executionStarted")]
+    assert started.executionStarted.version.value == "2"
 
 
 def test_an_entity_filter_looks_past_entities_of_other_names(stub: Any) -> None:
@@ -555,3 +560,32 @@ def test_an_entity_filter_looks_past_entities_of_other_names(stub: Any) -> None:
         assert stream.next().entityRequestV2.instanceId == "@ctr@y"  # queued second, handed out
     finally:
         stream.close()
+
+
+def test_a_waiting_lock_request_of_an_owner_that_ended_is_dropped(stub: Any) -> None:
+    stream = RawStream(stub)
+    try:
+        start(stub, "holder")
+        respond(stub, "holder", stream.next(), lock_request("holder", "cs-h", "@ctr@contested"))
+        granted = stream.next()
+        start(stub, "quitter")
+        respond(stub, "quitter", stream.next(), lock_request("quitter", "cs-q", "@ctr@contested"))
+        stub.TerminateInstance(pb.TerminateRequest(instanceId="quitter"))
+        ending = stream.next()  # the quitter ends while its request still waits
+        respond(
+            stub,
+            "quitter",
+            ending,
+            pb.OrchestratorAction(
+                id=-1,
+                completeOrchestration=pb.CompleteOrchestrationAction(
+                    orchestrationStatus=pb.ORCHESTRATION_STATUS_TERMINATED
+                ),
+            ),
+        )
+        respond(stub, "holder", granted, complete_action())  # releasing: the quitter's request goes
+        assert stream.empty_for(0.3)  # nobody is granted the lock
+    finally:
+        stream.close()
+    assert status(stub, "holder") == pb.ORCHESTRATION_STATUS_COMPLETED
+    assert not stub.GetEntity(pb.GetEntityRequest(instanceId="@ctr@contested")).exists  # unlocked, unused
