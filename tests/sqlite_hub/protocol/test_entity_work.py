@@ -22,14 +22,21 @@ def _entity_step(stub: Any, stream: RawStream) -> Any:
     return item
 
 
+def orchestrations_of(stub: Any, name: str) -> RawStream:
+    """A work-item stream that takes only orchestrations named `name`."""
+    only = pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name=name)])
+    return RawStream(stub, pb.GetWorkItemsRequest(workItemFilters=only))
+
+
+def entities_of(stub: Any, name: str) -> RawStream:
+    """A work-item stream that takes only entities named `name`."""
+    only = pb.WorkItemFilters(entities=[pb.EntityFilter(name=name)])
+    return RawStream(stub, pb.GetWorkItemsRequest(workItemFilters=only))
+
+
 def test_entity_v1_protocol_for_batch_workers(stub: Any) -> None:
     """A worker declaring maxConcurrentEntityWorkItems gets V1 EntityBatchRequests."""
-    orch_stream = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(
-            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
-        ),
-    )
+    orch_stream = orchestrations_of(stub, "orch")
     entity_stream = RawStream(
         stub,
         pb.GetWorkItemsRequest(
@@ -115,12 +122,7 @@ def test_entity_v2_protocol_by_default(stub: Any) -> None:
 
 
 def test_work_item_filters(stub: Any) -> None:
-    only_b = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(
-            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="b")])
-        ),
-    )
+    only_b = orchestrations_of(stub, "b")
     try:
         for i in range(100):  # a long queue of work this stream may not take comes first
             start(stub, f"filter-a{i}", name="a")
@@ -157,12 +159,7 @@ def test_work_item_filters_with_versions(stub: Any) -> None:
         assert only_v2.empty_for(0.3)
     finally:
         only_v2.close()
-    any_version = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(
-            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="v")])
-        ),
-    )
+    any_version = orchestrations_of(stub, "v")
     try:
         taken = {any_version.next().orchestratorRequest.instanceId for _ in range(2)}
         assert taken == {"ver-1", "ver-none"}
@@ -211,18 +208,10 @@ def test_activity_filters_with_versions(stub: Any) -> None:
 
 def test_entity_partial_and_failed_batches(stub: Any) -> None:
     """Unprocessed operations stay queued; a failed batch keeps state and fails the calls."""
-    orch_stream = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(
-            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
-        ),
-    )
+    orch_stream = orchestrations_of(stub, "orch")
     for request_id in ("r1", "r2"):  # both queued before any entity worker connects
         stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@p", name="add", requestId=request_id))
-    entity_stream = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
-    )
+    entity_stream = entities_of(stub, "ctr")
     try:
         batch = entity_stream.next()
         assert len(batch.entityRequestV2.operationRequests) == 2
@@ -444,16 +433,8 @@ def entity_call(request_id: str, caller: str, entity_id: str) -> Any:
 
 
 def test_entity_replies_to_an_execution_that_continued_as_new_are_dropped(stub: Any) -> None:
-    orchestrations = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(
-            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="orch")])
-        ),
-    )
-    entity_work = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
-    )
+    orchestrations = orchestrations_of(stub, "orch")
+    entity_work = entities_of(stub, "ctr")
     try:
         start(stub, "caller-c")
         step = orchestrations.next()
@@ -507,16 +488,8 @@ def test_entity_replies_to_an_execution_that_continued_as_new_are_dropped(stub: 
 
 
 def test_an_orchestration_an_entity_starts_for_later_waits_for_its_time(stub: Any) -> None:
-    orchestrations = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(
-            workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="later")])
-        ),
-    )
-    entity_work = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
-    )
+    orchestrations = orchestrations_of(stub, "later")
+    entity_work = entities_of(stub, "ctr")
     try:
         stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@starter", name="go", requestId="s1"))
         batch = entity_work.next()
@@ -552,10 +525,7 @@ def test_an_orchestration_an_entity_starts_for_later_waits_for_its_time(stub: An
 def test_an_entity_filter_looks_past_entities_of_other_names(stub: Any) -> None:
     stub.SignalEntity(pb.SignalEntityRequest(instanceId="@other@x", name="add", requestId="o1"))
     stub.SignalEntity(pb.SignalEntityRequest(instanceId="@ctr@y", name="add", requestId="c1"))
-    stream = RawStream(
-        stub,
-        pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="ctr")])),
-    )
+    stream = entities_of(stub, "ctr")
     try:
         assert stream.next().entityRequestV2.instanceId == "@ctr@y"  # queued second, handed out
     finally:
