@@ -20,7 +20,7 @@ from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import model_env, unique
 from tests.integration.harness import Api, DevhostProcess
 from tests.integration.in_process import new_devhost
-from tests.unit.test_auth import AUDIENCE, CLIENT_ID, TENANT, JwksServer, jwk, new_key, token
+from tests.unit.auth.support import AUDIENCE, CLIENT_ID, TENANT, JwksServer, jwk, new_key, token
 
 
 @dataclass

@@ -17,7 +17,7 @@ from tests.fakes.model_server import FakeModelServer, error
 from tests.integration.conftest import model_env
 from tests.integration.harness import REPO, DevhostProcess, free_port
 from tests.integration.test_entra_auth import EntraHost, entra_host  # noqa: F401
-from tests.unit.test_auth import CLIENT_ID, TENANT, token
+from tests.unit.auth.support import CLIENT_ID, TENANT, token
 
 SMOKE = REPO / "scripts" / "smoke"
 
